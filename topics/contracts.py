@@ -1,0 +1,240 @@
+"""Event contracts: what marketing systems and sales tools may send, checked per record.
+
+`parse` turns raw bytes into a plain dict or an `Invalid` with a stable reason code; the
+record then goes on unchanged to the dead-letter topic with that code. Unknown extra
+fields are kept and ignored. Pure functions: no Kafka here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import orjson
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+
+FORM_FILL = "form_fill"
+EMAIL_EVENT = "email_event"
+AD_CLICK = "ad_click"
+SALES_ACTIVITY = "sales_activity"
+
+EMAIL_TYPES = frozenset(
+    ("delivered", "open", "click", "reply", "bounce", "unsubscribe", "spam_complaint")
+)
+AD_PLATFORMS = frozenset(("google", "meta", "linkedin", "microsoft", "other"))
+ACTIVITY_TYPES = frozenset(
+    ("accepted", "contacted", "meeting_booked", "opportunity_created", "won", "lost", "rejected")
+)
+UTM_KEYS = ("source", "medium", "campaign", "term", "content")
+MAX_STRING = 2000
+MAX_ID = 256
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
+
+REASONS = (
+    "invalid_encoding",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "invalid_type",
+    "invalid_value",
+    "invalid_time",
+    "invalid_email",
+    "too_large",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Why a record was rejected: `reason` is a stable code, `detail` is for humans."""
+
+    reason: str
+    detail: str
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.invalid = Invalid(reason, detail)
+
+
+def _str(event: dict[str, Any], key: str, *, required: bool = False, limit: int = MAX_STRING):
+    value = event.get(key)
+    if value is None:
+        if required:
+            raise _Reject("missing_field", f"`{key}` is required")
+        return None
+    if not isinstance(value, str):
+        raise _Reject("invalid_type", f"`{key}` must be a string, not {type(value).__name__}")
+    value = value.strip()
+    if required and not value:
+        raise _Reject("missing_field", f"`{key}` is empty")
+    if len(value) > limit:
+        raise _Reject("invalid_value", f"`{key}` is longer than {limit} characters")
+    return value or None
+
+
+def _int(event: dict[str, Any], key: str) -> int | None:
+    value = event.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Reject("invalid_type", f"`{key}` must be an integer, not {type(value).__name__}")
+    if not 0 <= value < 2**53:
+        raise _Reject("invalid_value", f"`{key}` is out of range")
+    return value
+
+
+def _enum(event: dict[str, Any], key: str, allowed: frozenset[str]) -> str:
+    value = _str(event, key, required=True, limit=64)
+    if value not in allowed:
+        raise _Reject("invalid_value", f"`{key}` must be one of {', '.join(sorted(allowed))}")
+    return value
+
+
+def _time(event: dict[str, Any], now: float) -> float:
+    raw = event.get("occurred_at")
+    if raw is None:
+        raise _Reject("missing_field", "`occurred_at` is required")
+    if not isinstance(raw, str):
+        raise _Reject("invalid_type", "`occurred_at` must be an RFC 3339 string")
+    try:
+        when = datetime.fromisoformat(raw) if len(raw) <= 40 else None
+    except ValueError:
+        when = None
+    if when is None or "T" not in raw.upper():
+        raise _Reject("invalid_time", "`occurred_at` is not an RFC 3339 date-time")
+    if when.tzinfo is None:
+        raise _Reject("invalid_time", "`occurred_at` has no UTC offset")
+    if when < EARLIEST or when.timestamp() > now + FUTURE_SLACK.total_seconds():
+        raise _Reject("invalid_time", "`occurred_at` is implausibly far in the past or future")
+    return when.timestamp()
+
+
+@lru_cache(maxsize=65536)
+def normalise_email(raw: str) -> str | None:
+    """Trimmed, lower-cased, syntax-checked address, or None; cached because leads repeat."""
+    candidate = raw.strip().lower()
+    if len(candidate) > 254 or "@" not in candidate:
+        return None
+    try:
+        return validate_email(candidate, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+def _email(event: dict[str, Any], *, required: bool) -> str | None:
+    raw = _str(event, "email", required=required, limit=320)
+    if raw is None:
+        return None
+    email = normalise_email(raw)
+    if email is None:
+        raise _Reject("invalid_email", "`email` is not a valid address")
+    return email
+
+
+def _dict(event: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = event.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Reject("invalid_type", f"`{key}` must be an object")
+    return value
+
+
+def _form_fill(event: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "email": _email(event, required=True),
+        "form_id": _str(event, "form_id", required=True, limit=128),
+    }
+    for key in ("first_name", "last_name", "company", "job_title", "phone", "page_url"):
+        out[key] = _str(event, key)
+    out["anonymous_id"] = _str(event, "anonymous_id", limit=MAX_ID)
+    country = _str(event, "country", limit=8)
+    if country is not None:
+        country = country.upper()
+        if country not in COUNTRIES:
+            raise _Reject("invalid_value", "`country` is not an ISO 3166-1 alpha-2 code")
+    out["country"] = country
+    out["employees"] = _int(event, "employees")
+    utm = _dict(event, "utm")
+    out["utm"] = {k: _str(utm, k, limit=256) for k in UTM_KEYS} if utm is not None else None
+    consent = _dict(event, "consent")
+    marketing = None
+    if consent is not None:
+        marketing = consent.get("marketing")
+        if marketing is not None and not isinstance(marketing, bool):
+            raise _Reject("invalid_type", "`consent.marketing` must be a boolean")
+    out["consent"] = marketing
+    return out
+
+
+def _email_event(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "email": _email(event, required=True),
+        "type": _enum(event, "type", EMAIL_TYPES),
+        "campaign": _str(event, "campaign", limit=256),
+        "url": _str(event, "url"),
+    }
+
+
+def _ad_click(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "platform": _enum(event, "platform", AD_PLATFORMS),
+        "click_id": _str(event, "click_id", required=True, limit=MAX_ID),
+        "campaign": _str(event, "campaign", limit=256),
+        "ad_group": _str(event, "ad_group", limit=256),
+        "keyword": _str(event, "keyword", limit=256),
+        "cost_micros": _int(event, "cost_micros"),
+        "anonymous_id": _str(event, "anonymous_id", limit=MAX_ID),
+        "email": _email(event, required=False),
+        "landing_url": _str(event, "landing_url"),
+    }
+
+
+def _sales_activity(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "lead_id": _str(event, "lead_id", required=True, limit=MAX_ID),
+        "rep_id": _str(event, "rep_id", limit=MAX_ID),
+        "type": _enum(event, "type", ACTIVITY_TYPES),
+        "reason": _str(event, "reason"),
+    }
+
+
+_PARSERS = {
+    FORM_FILL: _form_fill,
+    EMAIL_EVENT: _email_event,
+    AD_CLICK: _ad_click,
+    SALES_ACTIVITY: _sales_activity,
+}
+
+
+def parse(kind: str, raw: bytes | None, now: float, max_bytes: int) -> dict[str, Any] | Invalid:
+    """Decode and check one record of `kind`; return its normalised fields or why not.
+
+    The result carries `event_id`, `at` (occurred, epoch seconds) and the kind's fields.
+    """
+    if raw is None:
+        return Invalid("invalid_json", "record has no value")
+    if len(raw) > max_bytes:
+        return Invalid("too_large", f"record is {len(raw)} bytes, the limit is {max_bytes}")
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return Invalid("invalid_encoding", "record is not UTF-8")
+        return Invalid("invalid_json", f"not JSON: {str(exc)[:200]}")
+    if not isinstance(event, dict):
+        return Invalid("not_an_object", f"expected a JSON object, got {type(event).__name__}")
+    try:
+        fields = _PARSERS[kind](event)
+        fields["event_id"] = _str(event, "event_id", required=True, limit=MAX_ID)
+        fields["at"] = _time(event, now)
+    except _Reject as rejected:
+        return rejected.invalid
+    return fields

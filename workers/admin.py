@@ -1,0 +1,214 @@
+"""Topics as code, and the accounts loader: kafka-python admin and producer.
+
+`apply` makes the broker match the catalogue (creates topics, raises partition counts,
+sets configs) and is safe to run again; `check` only reports the drift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from topics.catalogue import ACCOUNTS, TopicSpec, catalogue
+from workers.connection import kafka_python_config
+from workers.settings import Config
+
+log = logging.getLogger("leadrouter.admin")
+
+
+def specs_for(config: Config) -> list[TopicSpec]:
+    k = config.settings.kafka
+    return catalogue(
+        config.routing.queues,
+        prefix=k.topic_prefix,
+        partitions=k.partitions,
+        replication_factor=k.replication_factor,
+    )
+
+
+def _admin(config: Config, deadline: float = 60.0) -> KafkaAdminClient:
+    """An admin client, retried until the broker answers (it may still be starting)."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            return KafkaAdminClient(**kafka_python_config(config.settings))
+        except KafkaError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.5)
+
+
+def _describe(admin: KafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict[str, Any]]:
+    """Existing topics among `specs`: partition count and the configs the catalogue sets."""
+    existing = set(admin.list_topics())
+    present = [s for s in specs if s.name in existing]
+    if not present:
+        return {}
+    partitions = {
+        t["name"]: len(t["partitions"]) for t in admin.describe_topics([s.name for s in present])
+    }
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, s.name, configs=dict.fromkeys(s.config))
+        for s in present
+    ]
+    described = admin.describe_configs(resources, config_filter="all")
+    configs: dict[str, dict[str, str]] = {}
+    for by_name in described.values():
+        for name, entries in by_name.items():
+            configs[name] = {k: (v or {}).get("value") for k, v in entries.items()}
+    return {
+        s.name: {"partitions": partitions.get(s.name, 0), "config": configs.get(s.name, {})}
+        for s in present
+    }
+
+
+def drift(config: Config) -> list[str]:
+    """Every difference between the broker and the catalogue, one line each."""
+    specs = specs_for(config)
+    admin = _admin(config)
+    try:
+        actual = _describe(admin, specs)
+    finally:
+        admin.close()
+    problems = []
+    for spec in specs:
+        have = actual.get(spec.name)
+        if have is None:
+            problems.append(f"{spec.name}: missing")
+            continue
+        if have["partitions"] != spec.partitions:
+            problems.append(
+                f"{spec.name}: {have['partitions']} partitions, catalogue says {spec.partitions}"
+            )
+        for key, want in spec.config.items():
+            if have["config"].get(key) != want:
+                problems.append(
+                    f"{spec.name}: {key}={have['config'].get(key)}, catalogue says {want}"
+                )
+    return problems
+
+
+def apply(config: Config, *, only_missing: bool = False) -> list[str]:
+    """Create what is missing and correct what drifted; returns what was done."""
+    specs = specs_for(config)
+    admin = _admin(config)
+    done: list[str] = []
+    try:
+        if only_missing:
+            existing = set(admin.list_topics())
+            actual: dict[str, dict[str, Any]] = {s.name: {} for s in specs if s.name in existing}
+        else:
+            actual = _describe(admin, specs)
+        missing = [s for s in specs if s.name not in actual]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a peer was first
+                admin.create_topics(
+                    {
+                        s.name: {
+                            "num_partitions": s.partitions,
+                            "replication_factor": s.replication_factor,
+                            "configs": s.config,
+                        }
+                        for s in missing
+                    },
+                    wait_for_metadata=True,
+                )
+            done += [f"{s.name}: created ({s.partitions} partitions)" for s in missing]
+        if only_missing:
+            return done
+        grow = {
+            s.name: s.partitions
+            for s in specs
+            if s.name in actual and actual[s.name]["partitions"] < s.partitions
+        }
+        if grow:
+            admin.create_partitions(grow)
+            done += [f"{name}: partitions raised to {n}" for name, n in grow.items()]
+        for s in specs:
+            if s.name in actual and actual[s.name]["partitions"] > s.partitions:
+                done.append(f"{s.name}: has more partitions than the catalogue; left as is")
+        for s in specs:
+            have = actual.get(s.name)
+            if have is None:
+                continue
+            changed = {k: v for k, v in s.config.items() if have["config"].get(k) != v}
+            if changed:
+                admin.alter_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, s.name, configs=changed)],
+                    incremental=True,
+                )
+                done.append(f"{s.name}: set {', '.join(f'{k}={v}' for k, v in changed.items())}")
+    finally:
+        admin.close()
+    return done
+
+
+def ensure_topics(config: Config) -> None:
+    """At worker start: create any missing topic, change nothing else."""
+    for line in apply(config, only_missing=True):
+        log.info("topic %s", line)
+
+
+ACCOUNT_FIELDS = ("domain", "name", "employees", "industry", "country", "owner")
+
+
+class AccountFileError(Exception):
+    pass
+
+
+def read_accounts(path: Path) -> list[dict[str, Any]]:
+    """Accounts from a CSV with a header row; `domain` and `name` are required per row."""
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise AccountFileError(f"{path}: {exc.strerror}") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        if "domain" not in header or "name" not in header:
+            raise AccountFileError(f"{path}: header must include domain and name, got {header}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            domain = (row.get("domain") or "").strip().lower()
+            if not domain or "." not in domain:
+                raise AccountFileError(f"{path}: line {line}: domain {domain!r} is not a domain")
+            account: dict[str, Any] = {
+                k: (row.get(k) or "").strip() or None for k in ACCOUNT_FIELDS
+            }
+            account["domain"] = domain
+            if account["employees"] is not None:
+                try:
+                    account["employees"] = int(account["employees"])
+                except ValueError:
+                    raise AccountFileError(
+                        f"{path}: line {line}: employees {account['employees']!r} is not a number"
+                    ) from None
+            if account["country"]:
+                account["country"] = account["country"].upper()
+            rows.append(account)
+    return rows
+
+
+def load_accounts(config: Config, accounts: Iterable[dict[str, Any]]) -> int:
+    """Publish accounts to the compacted `reference.accounts` topic, keyed by domain."""
+    producer = KafkaProducer(**kafka_python_config(config.settings), acks="all", linger_ms=5)
+    topic = config.settings.kafka.topic_prefix + ACCOUNTS
+    count = 0
+    try:
+        for account in accounts:
+            producer.send(topic, key=account["domain"].encode(), value=orjson.dumps(account))
+            count += 1
+        producer.flush(60)
+    finally:
+        producer.close()
+    return count

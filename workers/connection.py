@@ -1,0 +1,84 @@
+"""Broker connection settings for both Kafka clients leadrouter uses: librdkafka
+(confluent-kafka, the stream hot path) and kafka-python (admin: topics and accounts)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from workers.settings import Settings
+
+
+class NoBroker(Exception):
+    """No bootstrap servers configured where one is needed."""
+
+
+def bootstrap(settings: Settings) -> str:
+    servers = settings.kafka.bootstrap_servers
+    if not servers:
+        raise NoBroker(
+            "no Kafka broker configured: set KAFKA_BOOTSTRAP_SERVERS or kafka.bootstrap_servers "
+            "in settings.yaml (`leadrouter demo` starts an embedded broker by itself)"
+        )
+    return servers
+
+
+def librdkafka_config(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap(settings),
+        "security.protocol": k.security_protocol,
+        "client.id": "leadrouter",
+    }
+    if k.sasl_mechanism:
+        conf["sasl.mechanism"] = k.sasl_mechanism
+    if k.sasl_username:
+        conf["sasl.username"] = k.sasl_username
+    if k.sasl_password:
+        conf["sasl.password"] = k.sasl_password.get_secret_value()
+    if k.ssl_cafile:
+        conf["ssl.ca.location"] = k.ssl_cafile
+    if k.ssl_certfile:
+        conf["ssl.certificate.location"] = k.ssl_certfile
+    if k.ssl_keyfile:
+        conf["ssl.key.location"] = k.ssl_keyfile
+    return conf
+
+
+def kafka_python_config(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    conf: dict[str, Any] = {
+        "bootstrap_servers": bootstrap(settings).split(","),
+        "security_protocol": k.security_protocol,
+        "client_id": "leadrouter-admin",
+    }
+    if k.sasl_mechanism:
+        conf["sasl_mechanism"] = k.sasl_mechanism
+        conf["sasl_plain_username"] = k.sasl_username
+        conf["sasl_plain_password"] = (
+            k.sasl_password.get_secret_value() if k.sasl_password else None
+        )
+    if k.ssl_cafile:
+        conf["ssl_cafile"] = k.ssl_cafile
+    if k.ssl_certfile:
+        conf["ssl_certfile"] = k.ssl_certfile
+    if k.ssl_keyfile:
+        conf["ssl_keyfile"] = k.ssl_keyfile
+    return conf
+
+
+def instance_id(settings: Settings) -> str:
+    """Stable across restarts of one worker (host and data dir), distinct between workers,
+    so a restarted worker fences its own unfinished transaction at once."""
+    if settings.instance_id:
+        return settings.instance_id
+    data_dir = str(Path(settings.store.data_dir).resolve())
+    suffix = hashlib.blake2b(data_dir.encode(), digest_size=4).hexdigest()
+    return f"{socket.gethostname()}-{suffix}"
+
+
+def data_dir(settings: Settings) -> Path:
+    return Path(os.path.expanduser(settings.store.data_dir))

@@ -1,0 +1,152 @@
+"""Picking a rep within a queue: round robin, weighted or least loaded, honouring each rep's
+working hours and out-of-office dates in their own time zone and their daily capacity.
+
+Fairness is counted over a rolling window (hourly buckets), and a rep's standing is never
+more than the rest of the queue's lowest: a rep back from leave rejoins the rotation
+instead of receiving every lead until the counts even out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from workers.settings import WEEKDAYS, Queue, Rep
+
+HOUR = 3600.0
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def local_time(rep: Rep, now: float) -> datetime:
+    return datetime.fromtimestamp(now, _zone(rep.timezone))
+
+
+def unavailable_because(rep: Rep, stats: dict[str, Any], now: float) -> str | None:
+    """Why `rep` cannot take a lead at `now`, or None when they can."""
+    local = local_time(rep, now)
+    today = local.date()
+    for absence in rep.out_of_office:
+        if absence.start <= today <= absence.end:
+            return f"out of office until {absence.end.isoformat()}"
+    hours = rep.working_hours
+    if hours is not None:
+        if WEEKDAYS[local.weekday()] not in hours.days:
+            return f"not a working day ({WEEKDAYS[local.weekday()]} in {rep.timezone})"
+        if not hours.start <= local.time() < hours.end:
+            return f"outside working hours ({local.strftime('%H:%M')} in {rep.timezone})"
+    day, count = stats.get("day") or (None, 0)
+    if day == today.isoformat() and count >= rep.daily_capacity:
+        return f"at daily capacity ({rep.daily_capacity})"
+    if rep.daily_capacity == 0:
+        return "daily capacity is 0"
+    return None
+
+
+def window_count(stats: dict[str, Any], now: float, window_hours: float) -> int:
+    oldest = int(now // HOUR) - int(window_hours) + 1
+    return sum(count for hour, count in (stats.get("hours") or {}).items() if int(hour) >= oldest)
+
+
+def record_assignment(
+    desk: dict[str, Any], rep_id: str, rep: Rep, now: float, window_hours: float
+) -> None:
+    """Count an assignment in the queue desk's state: window buckets, today, open load."""
+    stats = desk.setdefault("reps", {}).setdefault(rep_id, {})
+    hour = str(int(now // HOUR))
+    hours = stats.setdefault("hours", {})
+    hours[hour] = hours.get(hour, 0) + 1
+    oldest = int(now // HOUR) - int(window_hours) + 1
+    for stale in [h for h in hours if int(h) < oldest]:
+        del hours[stale]
+    today = local_time(rep, now).date().isoformat()
+    day, count = stats.get("day") or (None, 0)
+    stats["day"] = [today, count + 1 if day == today else 1]
+    stats["open"] = stats.get("open", 0) + 1
+    stats["last"] = now
+
+
+def release(desk: dict[str, Any], rep_id: str) -> None:
+    """A lead of `rep_id` closed (won, lost, rejected): one less open for least_loaded."""
+    stats = desk.setdefault("reps", {}).setdefault(rep_id, {})
+    stats["open"] = max(0, stats.get("open", 0) - 1)
+
+
+def pick_rep(
+    queue_name: str,
+    queue: Queue,
+    reps: dict[str, Rep],
+    desk: dict[str, Any],
+    now: float,
+    window_hours: float,
+    preferred: str | None = None,
+) -> tuple[str | None, list[str]]:
+    """The rep for the next lead of this queue and the steps that chose them.
+
+    Mutates `desk` (the queue's state) when a rep is chosen.
+    """
+    trace: list[str] = []
+    all_stats = desk.setdefault("reps", {})
+    if preferred is not None and preferred in reps:
+        why = unavailable_because(reps[preferred], all_stats.get(preferred, {}), now)
+        if why is None:
+            trace.append(f"account owner {preferred} is available")
+            record_assignment(desk, preferred, reps[preferred], now, window_hours)
+            return preferred, trace
+        trace.append(f"account owner {preferred} skipped: {why}")
+
+    available: list[str] = []
+    for rep_id in queue.reps:
+        why = unavailable_because(reps[rep_id], all_stats.get(rep_id, {}), now)
+        if why is None:
+            available.append(rep_id)
+        else:
+            trace.append(f"{rep_id} skipped: {why}")
+    if not available:
+        trace.append(f"nobody in {queue_name} is available: lead left unassigned")
+        return None, trace
+
+    if queue.strategy == "round_robin":
+        start = desk.get("rr", 0) % len(queue.reps)
+        ordered = queue.reps[start:] + queue.reps[:start]
+        chosen = next(r for r in ordered if r in available)
+        desk["rr"] = (queue.reps.index(chosen) + 1) % len(queue.reps)
+        trace.append(f"round_robin: next in turn is {chosen}")
+    else:
+        chosen = _fairest(queue.strategy, available, reps, all_stats, now, window_hours, trace)
+    record_assignment(desk, chosen, reps[chosen], now, window_hours)
+    return chosen, trace
+
+
+def _fairest(
+    strategy: str,
+    available: list[str],
+    reps: dict[str, Rep],
+    all_stats: dict[str, Any],
+    now: float,
+    window_hours: float,
+    trace: list[str],
+) -> str:
+    def load(rep_id: str) -> float:
+        stats = all_stats.get(rep_id, {})
+        if strategy == "weighted":
+            return window_count(stats, now, window_hours) / reps[rep_id].weight
+        return float(stats.get("open", 0))
+
+    raw = {r: load(r) for r in available}
+    standing = {}
+    for rep_id, value in raw.items():
+        others = [v for r, v in raw.items() if r != rep_id]
+        standing[rep_id] = max(value, min(others)) if others else value
+    chosen = min(
+        available, key=lambda r: (standing[r], all_stats.get(r, {}).get("last", 0.0), raw[r])
+    )
+    what = "assignments in window / weight" if strategy == "weighted" else "open leads"
+    shown = ", ".join(f"{r}={raw[r]:g}" for r in available)
+    trace.append(f"{strategy}: lowest {what} among available ({shown}) is {chosen}")
+    return chosen

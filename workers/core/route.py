@@ -1,0 +1,86 @@
+"""Routing rules: an ordered list, first match wins, each naming a sales queue.
+
+Rules are data (see config/routing.yaml), interpreted here; patterns run on RE2, whose
+time is linear in the input, and only over a bounded prefix of the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import re2
+
+from workers.settings import Condition, Routing
+
+MAX_MATCH_INPUT = 512
+
+
+@lru_cache(maxsize=256)
+def _pattern(source: str) -> Any:
+    return re2.compile(source)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def holds(cond: Condition, lead: Mapping[str, Any]) -> bool:
+    """Whether `cond` is true of the flat lead view (dotted keys such as company.employees)."""
+    if cond.field is not None:
+        value = lead.get(cond.field)
+        if cond.exists is not None:
+            return (value is not None) == cond.exists
+        if "eq" in cond.model_fields_set:
+            return value == cond.eq
+        if cond.in_ is not None:
+            return value in cond.in_
+        if cond.not_in is not None:
+            return value not in cond.not_in
+        if cond.gte is not None:
+            number = _number(value)
+            return number is not None and number >= cond.gte
+        if cond.lte is not None:
+            number = _number(value)
+            return number is not None and number <= cond.lte
+        if cond.matches is not None:
+            return isinstance(value, str) and bool(
+                _pattern(cond.matches).search(value[:MAX_MATCH_INPUT])
+            )
+        return False
+    if cond.all is not None:
+        return all(holds(c, lead) for c in cond.all)
+    if cond.any is not None:
+        return any(holds(c, lead) for c in cond.any)
+    if cond.not_ is not None:
+        return not holds(cond.not_, lead)
+    return bool(cond.always)
+
+
+def _explain(cond: Condition, lead: Mapping[str, Any]) -> str:
+    if cond.field is not None:
+        op = next(
+            k
+            for k in ("eq", "in_", "not_in", "gte", "lte", "exists", "matches")
+            if getattr(cond, k) is not None or (k == "eq" and "eq" in cond.model_fields_set)
+        )
+        expected = getattr(cond, op)
+        return f"{cond.field}={lead.get(cond.field)!r} {op.rstrip('_')} {expected!r}"
+    if cond.all is not None:
+        return " and ".join(_explain(c, lead) for c in cond.all)
+    if cond.any is not None:
+        return " or ".join(_explain(c, lead) for c in cond.any if holds(c, lead))
+    if cond.not_ is not None:
+        return f"not ({_explain(cond.not_, lead)})"
+    return "always"
+
+
+def choose_queue(routing: Routing, lead: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(queue, rule name, why): the first rule that holds, else the default queue."""
+    for rule in routing.rules:
+        if holds(rule.when, lead):
+            return rule.queue, rule.name, f"rule {rule.name} matched: {_explain(rule.when, lead)}"
+    return routing.default_queue, "default", "no rule matched: default queue"

@@ -1,0 +1,93 @@
+"""Lead score: fit (who the lead is) plus engagement (what they did, decaying with a
+half-life), with every contribution listed so a rep can see why a lead scored what it did."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from workers.settings import Scoring
+
+DAY = 86400.0
+
+
+def touch_points(scoring: Scoring, channel: str, detail: str | None) -> tuple[str, float]:
+    """Label and undecayed points of one touch, from the configured tables."""
+    rules = scoring.engagement
+    if channel == "form":
+        return f"form:{detail}", rules.forms.get(detail or "", rules.form_default)
+    if channel == "email":
+        return f"email:{detail}", rules.email.get(detail or "", 0.0)
+    return "ad_click", rules.ad_click
+
+
+def grade(scoring: Scoring, total: float) -> str:
+    g = scoring.grades
+    return "A" if total >= g.A else "B" if total >= g.B else "C" if total >= g.C else "D"
+
+
+def fit_contributions(
+    scoring: Scoring,
+    *,
+    seniority: str | None,
+    employees: int | None,
+    industry: str | None,
+    country: str | None,
+    free_mail: bool,
+    known_account: bool,
+) -> list[dict[str, Any]]:
+    rules = scoring.fit
+    out: list[dict[str, Any]] = []
+    if seniority is not None and seniority in rules.seniority:
+        out.append(
+            {"factor": "seniority", "value": seniority, "points": rules.seniority[seniority]}
+        )
+    if employees is not None:
+        for band in rules.employees:
+            if employees >= band.gte:
+                out.append({"factor": "employees", "value": employees, "points": band.points})
+                break
+    if industry and industry in rules.industry:
+        out.append({"factor": "industry", "value": industry, "points": rules.industry[industry]})
+    if country and country in rules.country:
+        out.append({"factor": "country", "value": country, "points": rules.country[country]})
+    if free_mail and rules.free_mail:
+        out.append({"factor": "free_mail", "value": True, "points": rules.free_mail})
+    if known_account and rules.known_account:
+        out.append({"factor": "known_account", "value": True, "points": rules.known_account})
+    return out
+
+
+def engagement_contributions(
+    scoring: Scoring, touches: Sequence[Sequence[Any]], now: float
+) -> list[dict[str, Any]]:
+    """Each touch's points halved per half-life of age; age is counted from `now`, the
+    time of the touch being scored, so a replay scores the same."""
+    half_life = scoring.engagement.half_life_days * DAY
+    grouped: dict[str, list[float]] = {}
+    for label, points, at in touches:
+        if points == 0:
+            continue
+        age = max(0.0, now - at)
+        grouped.setdefault(label, [0.0, 0])
+        grouped[label][0] += points * 0.5 ** (age / half_life)
+        grouped[label][1] += 1
+    return [
+        {"factor": label, "value": int(count), "points": round(points, 2)}
+        for label, (points, count) in grouped.items()
+    ]
+
+
+def score(
+    scoring: Scoring, fit: list[dict[str, Any]], engagement: list[dict[str, Any]]
+) -> dict[str, Any]:
+    fit_total = round(sum(c["points"] for c in fit), 2)
+    engagement_total = round(sum(c["points"] for c in engagement), 2)
+    total = round(min(100.0, max(0.0, fit_total + engagement_total)), 2)
+    return {
+        "total": total,
+        "fit": fit_total,
+        "engagement": engagement_total,
+        "grade": grade(scoring, total),
+        "contributions": fit + engagement,
+    }

@@ -1,0 +1,216 @@
+"""`leadrouter demo`: the whole loop on one machine, with a live terminal summary.
+
+Starts the embedded broker unless one is configured, applies the topics, loads demo
+accounts, runs the worker and the simulated marketing and sales traffic, and prints what
+happens every two seconds. Ctrl-C (or --duration) stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from workers import admin
+from workers.embedded import EmbeddedBroker, free_port
+from workers.engine import Worker
+from workers.metrics import Metrics
+from workers.settings import Config
+from workers.simulate import companies, run_simulation
+
+REFRESH = 2.0
+
+
+def _with(config: Config, **kafka: Any) -> Config:
+    s = config.settings
+    return Config(
+        settings=s.model_copy(update={"kafka": s.kafka.model_copy(update=kafka)}),
+        scoring=config.scoring,
+        routing=config.routing,
+        reps=config.reps,
+        directory=config.directory,
+    )
+
+
+def _demo_accounts(config: Config) -> list[dict[str, Any]]:
+    """A third of the simulated companies are known accounts; some have an owner rep."""
+    reps = list(config.reps.reps)
+    out = []
+    for i, c in enumerate(companies()[::3]):
+        out.append(
+            {
+                "domain": c.domain,
+                "name": c.name,
+                "employees": c.employees,
+                "industry": c.industry,
+                "country": c.country,
+                "owner": reps[i % len(reps)] if i % 4 == 0 else None,
+            }
+        )
+    return out
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """Quantile from cumulative (upper bound, count) buckets, as histogram_quantile does."""
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank = q * buckets[-1][1]
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            span = count - prev_count
+            return prev_bound + (bound - prev_bound) * ((rank - prev_count) / span if span else 0)
+        prev_bound, prev_count = bound, count
+    return prev_bound
+
+
+def summary(metrics: Metrics) -> dict[str, Any]:
+    """The figures the live view shows, read from the worker's own metrics."""
+    out: dict[str, Any] = {
+        "events": {},
+        "generated": {},
+        "routed": {},
+        "sla_breaches": 0,
+        "deadletters": {},
+        "speed_to_lead": {},
+    }
+    speed: dict[str, list[tuple[float, float]]] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            labels, value = sample.labels, sample.value
+            if sample.name == "leadrouter_events_total":
+                key = f"{labels['topic']} {labels['outcome']}"
+                out["events"][key] = out["events"].get(key, 0) + value
+            elif sample.name == "leadrouter_leads_generated_total":
+                out["generated"][labels["channel"]] = (
+                    out["generated"].get(labels["channel"], 0) + value
+                )
+            elif sample.name == "leadrouter_leads_routed_total":
+                out["routed"][labels["queue"]] = out["routed"].get(labels["queue"], 0) + value
+            elif sample.name == "leadrouter_sla_breaches_total":
+                out["sla_breaches"] += value
+            elif sample.name == "leadrouter_deadletters_total":
+                out["deadletters"][labels["reason"]] = value
+            elif sample.name == "leadrouter_speed_to_lead_seconds_bucket":
+                speed.setdefault(labels["queue"], []).append((float(labels["le"]), value))
+    for queue, buckets in speed.items():
+        buckets.sort()
+        out["speed_to_lead"][queue] = (quantile(buckets, 0.5), quantile(buckets, 0.9))
+    return out
+
+
+def render(s: dict[str, Any], elapsed: float, metrics_url: str) -> str:
+    def fmt(d: dict[str, Any]) -> str:
+        return "  ".join(f"{k}={int(v)}" for k, v in sorted(d.items())) or "-"
+
+    def secs(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}s"
+
+    lines = [
+        f"leadrouter demo  {elapsed:6.0f}s  metrics: {metrics_url}",
+        f"events in        {fmt(s['events'])}",
+        f"leads generated  {fmt(s['generated'])}",
+        f"routed per queue {fmt(s['routed'])}  (total {int(sum(s['routed'].values()))})",
+        "speed to lead    "
+        + (
+            "  ".join(
+                f"{q} p50={secs(p50)} p90={secs(p90)}"
+                for q, (p50, p90) in sorted(s["speed_to_lead"].items())
+            )
+            or "-"
+        ),
+        f"SLA breaches     {int(s['sla_breaches'])}",
+        f"dead letters     {fmt(s['deadletters'])}",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(config: Config, *, rate: float, duration: float | None, seed: int | None) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    workdir = Path(tempfile.mkdtemp(prefix="leadrouter-demo-"))
+    broker = None
+    if not config.settings.kafka.bootstrap_servers:
+        broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
+        print(f"embedded broker (Tansu) on {broker.bootstrap_servers}", flush=True)
+        config = _with(
+            config,
+            bootstrap_servers=broker.bootstrap_servers,
+            processing_guarantee="at_least_once",
+        )
+    s = config.settings
+    store = s.store.model_copy(update={"kind": "memory", "data_dir": str(workdir / "data")})
+    metrics_cfg = s.metrics
+    try:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind((metrics_cfg.host, metrics_cfg.port))
+    except OSError:
+        metrics_cfg = metrics_cfg.model_copy(update={"port": free_port()})
+    config = Config(
+        settings=s.model_copy(update={"store": store, "metrics": metrics_cfg}),
+        scoring=config.scoring,
+        routing=config.routing,
+        reps=config.reps,
+        directory=config.directory,
+    )
+    metrics_url = f"http://{metrics_cfg.host}:{metrics_cfg.port}/metrics"
+    worker = Worker(config)
+    threads: list[threading.Thread] = []
+    started = time.monotonic()
+    try:
+        for line in admin.apply(config):
+            print(f"topic {line}", flush=True)
+        print(f"accounts loaded: {admin.load_accounts(config, _demo_accounts(config))}", flush=True)
+        threads.append(threading.Thread(target=worker.run, name="worker", daemon=True))
+        threads.append(
+            threading.Thread(
+                target=run_simulation,
+                name="simulator",
+                kwargs={
+                    "config": config,
+                    "rate": rate,
+                    "duration": duration or 10**9,
+                    "seed": seed,
+                    "sales_delay_scale": 0.02,
+                    "stop": stop,
+                },
+                daemon=True,
+            )
+        )
+        for t in threads:
+            t.start()
+        tty = sys.stdout.isatty()
+        while not stop.wait(REFRESH):
+            elapsed = time.monotonic() - started
+            text = render(summary(worker.metrics), elapsed, metrics_url)
+            print(("\033[2J\033[H" if tty else "") + text + ("" if tty else "\n"), flush=True)
+            if duration is not None and elapsed >= duration:
+                break
+            if not threads[0].is_alive():
+                print("worker stopped unexpectedly", file=sys.stderr)
+                return 1
+    finally:
+        stop.set()
+        worker.stop()
+        for t in threads:
+            t.join(30)
+        final = summary(worker.metrics)
+        print(render(final, time.monotonic() - started, metrics_url), flush=True)
+        print(f"routed leads: {int(sum(final['routed'].values()))}", flush=True)
+        if broker is not None:
+            broker.stop()
+        if os.environ.get("LEADROUTER_KEEP_DEMO_DIR") is None:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0

@@ -1,0 +1,499 @@
+"""The stream shell: moves records between Kafka and the lead desk, a batch at a time.
+
+One consumer reads the marketing and sales topics (ingest: validate, re-key) and the
+internal topic (the desk: leads, visitors and queue desks, each key owned by one
+partition). Every batch is one unit: outputs, state changelog and input offsets are
+committed together in a Kafka transaction (exactly_once), or produced and flushed before
+the offsets are committed (at_least_once, for brokers without transactions; duplicates
+are then absorbed by the desk's event-id memory). See docs/architecture.md for why this
+is a batch loop and not per-event Faust agents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from kafka.errors import KafkaError as KafkaPythonError
+
+from topics import catalogue as cat
+from topics.contracts import Invalid
+from workers import admin
+from workers.connection import data_dir, instance_id, librdkafka_config
+from workers.core.desk import LeadDesk, ingest
+from workers.core.enrich import AccountBook
+from workers.metrics import Health, Metrics, serve
+from workers.settings import Config
+from workers.store import MemoryBackend, PartitionState, RocksBackend
+
+log = logging.getLogger("leadrouter.worker")
+LAG_EVERY = 5.0
+RESTORE_DEADLINE = 180.0
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        serve_metrics: bool = True,
+    ) -> None:
+        self.config = config
+        s = config.settings
+        self.settings = s
+        self.clock = clock
+        self.metrics = metrics or Metrics(s.metrics.sources, s.metrics.campaigns)
+        self.health = Health()
+        self.serve_metrics = serve_metrics
+        self.accounts = AccountBook()
+        self.desk = LeadDesk(config, self.accounts, self.metrics, clock)
+        prefix = s.kafka.topic_prefix
+        self.prefix = prefix
+        self.internal_topic = prefix + cat.INTERNAL
+        self.changelog_topic = prefix + cat.CHANGELOG
+        self.accounts_topic = prefix + cat.ACCOUNTS
+        self.deadletter_topic = prefix + cat.DEADLETTER
+        self.input_kinds = {prefix + t: k for t, k in cat.INPUT_KINDS.items()}
+        self.topic_label = {prefix + t: t for t in cat.INPUT_KINDS}
+        self.routed_topics = {q: prefix + cat.routed_topic(q) for q in config.routing.queues}
+        self.max_bytes = s.ingest.max_event_bytes
+        self.batch_size = s.ingest.batch_size
+        self.states: dict[int, PartitionState] = {}
+        self.timers: dict[int, list[tuple[float, str]]] = {}
+        self.changelog_offsets: dict[int, int] = {}
+        self.delivery_errors: list[str] = []
+        self.stopping = threading.Event()
+        self.exactly_once = False
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.accounts_reader: Consumer | None = None
+        self.base_conf = librdkafka_config(s)
+        self.instance = instance_id(s)
+        self._last_lag = 0.0
+        self.routed_count = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def run(self) -> int:
+        """Run until stopped; broker trouble restarts the session with backoff, not the process."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        stop_http = None
+        if self.serve_metrics:
+            m = self.settings.metrics
+            _, stop_http = serve(self.metrics.registry, self.health, m.host, m.port)
+            log.info("metrics on http://%s:%d/metrics", m.host, m.port)
+        backoff = 1.0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._session()
+                    backoff = 1.0
+                except (KafkaException, KafkaPythonError) as exc:
+                    log.error("Kafka session failed (%s); restarting in %.0f s", exc, backoff)
+                    self._teardown()
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            self._teardown()
+            if stop_http:
+                stop_http()
+        log.info("worker stopped")
+        return 0
+
+    def _session(self) -> None:
+        admin.ensure_topics(self.config)
+        self._open_clients()
+        self._load_accounts()
+        topics = [*self.input_kinds, self.internal_topic]
+        assert self.consumer is not None
+        self.consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        log.info(
+            "worker %s consuming %d topics (%s)",
+            self.instance,
+            len(topics),
+            "exactly_once" if self.exactly_once else "at_least_once",
+        )
+        while not self.stopping.is_set():
+            batch = self._next_batch()
+            self.health.beat()
+            self._poll_accounts()
+            due = self._due_timers(self.clock())
+            if batch or due:
+                self._process(batch, due)
+            now = time.monotonic()
+            if now - self._last_lag > LAG_EVERY:
+                self._last_lag = now
+                self._update_lag()
+        self.consumer.close()  # leaves the group now, so partitions move without a timeout
+        self.consumer = None
+
+    def _open_clients(self) -> None:
+        guarantee = self.settings.kafka.processing_guarantee
+        producer_conf = {
+            **self.base_conf,
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "on_delivery": self._delivered,
+        }
+        if guarantee != "at_least_once":
+            producer_conf["transactional.id"] = f"{self.settings.kafka.group_id}-{self.instance}"
+            producer_conf["transaction.timeout.ms"] = 15000
+        self.producer = Producer(producer_conf)
+        self.exactly_once = False
+        if guarantee != "at_least_once":
+            try:
+                self.producer.init_transactions(30)
+                self.exactly_once = True
+            except KafkaException as exc:
+                if guarantee == "exactly_once":
+                    raise
+                log.warning("broker refused transactions (%s): using at_least_once", exc)
+                self.producer = Producer(
+                    {k: v for k, v in producer_conf.items() if not k.startswith("transaction")}
+                )
+        self.consumer = Consumer(
+            {
+                **self.base_conf,
+                "group.id": self.settings.kafka.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed" if self.exactly_once else "read_uncommitted",
+                "fetch.wait.max.ms": 50,
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 1000,
+                "max.poll.interval.ms": 300000,
+                "queued.max.messages.kbytes": 65536,
+            }
+        )
+
+    def _teardown(self) -> None:
+        for client in (self.consumer, self.accounts_reader):
+            if client is not None:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    client.close()
+        self.consumer = self.accounts_reader = None
+        if self.producer is not None:
+            self.producer.flush(5)
+            self.producer = None
+        for p in list(self.states):
+            self._drop_partition(p)
+        self.health.ready = False
+
+    # ------------------------------------------------------------------ rebalancing
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.internal_topic and tp.partition not in self.states:
+                self._restore(tp.partition)
+        self.health.ready = True
+        log.info("assigned %d partitions", len(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.internal_topic:
+                self._drop_partition(tp.partition)
+        log.info("revoked %d partitions", len(partitions))
+
+    def _drop_partition(self, p: int) -> None:
+        state = self.states.pop(p, None)
+        self.timers.pop(p, None)
+        if state is not None:
+            state.backend.close()
+
+    def _restore(self, p: int) -> None:
+        """Rebuild partition p's state from the changelog (from the local checkpoint if any)."""
+        if self.settings.store.kind == "rocksdb":
+            path = data_dir(self.settings) / self.settings.kafka.group_id / f"p{p}"
+            backend: Any = RocksBackend(path)
+        else:
+            backend = MemoryBackend()
+        start = backend.checkpoint()
+        reader = Consumer(
+            {
+                **self.base_conf,
+                "group.id": f"{self.settings.kafka.group_id}-restore",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed" if self.exactly_once else "read_uncommitted",
+            }
+        )
+        applied = 0
+        try:
+            tp = TopicPartition(self.changelog_topic, p)
+            low, high = reader.get_watermark_offsets(tp, timeout=30)
+            begin = start if start is not None and start >= low else OFFSET_BEGINNING
+            if high > (start or low):
+                reader.assign([TopicPartition(self.changelog_topic, p, begin)])
+                deadline = time.monotonic() + RESTORE_DEADLINE
+                position = start or low
+                while position < high:
+                    if time.monotonic() > deadline:
+                        raise KafkaException(f"restore of partition {p} did not finish in time")
+                    writes: dict[bytes, bytes | None] = {}
+                    for msg in reader.consume(10000, 0.5):
+                        if msg.error():
+                            continue
+                        writes[msg.key()] = msg.value()
+                        position = msg.offset() + 1
+                    if writes:
+                        backend.apply(writes, position)
+                        applied += len(writes)
+                    else:
+                        got = reader.position([tp])[0].offset
+                        position = max(position, got)
+        finally:
+            reader.close()
+        heap: list[tuple[float, str]] = []
+        for key in backend.keys_with_prefix(b"s:"):
+            raw = backend.get(key)
+            if raw:
+                heap.append((orjson.loads(raw)["due"], key.decode()[2:]))
+        heapq.heapify(heap)
+        self.timers[p] = heap
+        self.states[p] = PartitionState(p, backend)
+        log.info(
+            "partition %d restored: %d changelog records, %d open SLA timers", p, applied, len(heap)
+        )
+
+    # ------------------------------------------------------------------ accounts
+    def _load_accounts(self) -> None:
+        """`reference.accounts` is read whole by every worker, before any lead is scored."""
+        self.accounts_reader = Consumer(
+            {
+                **self.base_conf,
+                "group.id": f"{self.settings.kafka.group_id}-accounts-{self.instance}",
+                "enable.auto.commit": False,
+            }
+        )
+        reader = self.accounts_reader
+        meta = reader.list_topics(self.accounts_topic, timeout=30).topics[self.accounts_topic]
+        tps = [TopicPartition(self.accounts_topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        reader.assign(tps)
+        ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=30)[1] for tp in tps}
+        done = {p for p, high in ends.items() if high <= 0}
+        deadline = time.monotonic() + RESTORE_DEADLINE
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            for msg in reader.consume(10000, 0.5):
+                if msg.error():
+                    continue
+                self._account(msg)
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    done.add(msg.partition())
+        log.info("accounts loaded: %d", len(self.accounts.by_domain))
+
+    def _account(self, msg: Message) -> None:
+        key = msg.key()
+        if not key:
+            return
+        try:
+            value = orjson.loads(msg.value()) if msg.value() is not None else None
+        except orjson.JSONDecodeError:
+            log.warning("reference.accounts offset %d: not JSON, ignored", msg.offset())
+            return
+        if value is not None and not isinstance(value, dict):
+            return
+        self.accounts.put(key.decode("utf-8", "replace"), value)
+
+    def _poll_accounts(self) -> None:
+        if self.accounts_reader is not None:
+            for msg in self.accounts_reader.consume(1000, 0):
+                if not msg.error():
+                    self._account(msg)
+
+    # ------------------------------------------------------------------ the batch
+    def _next_batch(self) -> list[Message]:
+        """Whatever is ready now; when nothing is, wait briefly for the first record only,
+        so a quiet stream is not held back by a batch that never fills."""
+        assert self.consumer is not None
+        batch = self.consumer.consume(self.batch_size, 0)
+        if not batch:
+            first = self.consumer.poll(0.1)
+            if first is None:
+                return []
+            batch = [first, *self.consumer.consume(self.batch_size - 1, 0)]
+        return batch
+
+    def _due_timers(self, now: float) -> list[tuple[int, str]]:
+        due = []
+        for p, heap in self.timers.items():
+            while heap and heap[0][0] <= now:
+                due.append((p, heapq.heappop(heap)[1]))
+        return due
+
+    def _process(self, batch: list[Message], due: list[tuple[int, str]]) -> None:
+        producer = self.producer
+        assert producer is not None and self.consumer is not None
+        if self.exactly_once:
+            producer.begin_transaction()
+        offsets: dict[tuple[str, int], int] = {}
+        now = self.clock()
+        internal = self.internal_topic
+        counted = 0
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                continue
+            topic = msg.topic()
+            offsets[(topic, msg.partition())] = msg.offset() + 1
+            counted += 1
+            if topic == internal:
+                self._desk(msg)
+            else:
+                self._ingest(msg, topic, now)
+        for p, lead_id in due:
+            state = self.states.get(p)
+            if state is not None:
+                self.desk.on_sla_due(lead_id, state)
+        writes = {p: s.pending() for p, s in self.states.items() if s.dirty}
+        for p, changes in writes.items():
+            for key, value in changes.items():
+                self._produce(self.changelog_topic, key, value, partition=p)
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if self.exactly_once:
+            if tps:
+                producer.send_offsets_to_transaction(
+                    tps, self.consumer.consumer_group_metadata(), 30
+                )
+            producer.commit_transaction(60)
+        else:
+            remaining = producer.flush(60)
+            if remaining or self.delivery_errors:
+                errors, self.delivery_errors = self.delivery_errors[:5], []
+                raise KafkaException(f"{remaining} records undelivered: {errors}")
+            if tps:
+                self.consumer.commit(offsets=tps, asynchronous=False)
+        for p, changes in writes.items():
+            state = self.states.get(p)
+            if state is not None:
+                state.commit(changes, self.changelog_offsets.get(p))
+        for state in self.states.values():
+            state.cache.clear()
+        if counted:
+            self.metrics.batch_size.observe(counted)
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int = -1,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        producer = self.producer
+        assert producer is not None
+        while True:
+            try:
+                if headers:
+                    producer.produce(topic, value, key, partition, headers=headers)
+                else:
+                    producer.produce(topic, value, key, partition)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.delivery_errors.append(f"{msg.topic()}: {err.str()}")
+        elif msg.topic() == self.changelog_topic:
+            p = msg.partition()
+            if msg.offset() + 1 > self.changelog_offsets.get(p, 0):
+                self.changelog_offsets[p] = msg.offset() + 1
+
+    def _ingest(self, msg: Message, topic: str, now: float) -> None:
+        kind = self.input_kinds.get(topic)
+        if kind is None:
+            return
+        result = ingest(kind, msg.value(), now, self.max_bytes)
+        if isinstance(result, Invalid):
+            self._deadletter(msg, result.reason, result.detail, self.topic_label[topic])
+            return
+        key, record = result
+        self._produce(self.internal_topic, key.encode(), orjson.dumps(record))
+
+    def _deadletter(self, msg: Message, reason: str, detail: str, topic_label: str) -> None:
+        headers = list(msg.headers() or [])
+        headers += [
+            ("error.reason", reason.encode()),
+            ("error.detail", detail.encode("utf-8", "replace")[:1000]),
+            ("source.topic", msg.topic().encode()),
+            ("source.partition", str(msg.partition()).encode()),
+            ("source.offset", str(msg.offset()).encode()),
+        ]
+        self._produce(self.deadletter_topic, msg.key(), msg.value(), headers=headers)
+        self.metrics.event(topic_label, "invalid")
+        self.metrics.deadletter(reason)
+
+    def _desk(self, msg: Message) -> None:
+        p = msg.partition()
+        state = self.states.get(p)
+        if state is None:  # not ours any more: a rebalance raced this batch
+            return
+        key = msg.key().decode() if msg.key() else ""
+        try:
+            record = orjson.loads(msg.value())
+            effects = self.desk.handle(key, record, state)
+        except Exception as exc:  # a bug must not stop the stream: park the record
+            log.exception("internal record at %s[%d]@%d failed", msg.topic(), p, msg.offset())
+            self._deadletter(msg, "processing_error", f"{type(exc).__name__}: {exc}", "internal")
+            return
+        for out_key, record in effects.internal:
+            self._produce(self.internal_topic, out_key.encode(), orjson.dumps(record))
+        for queue, lead_id, routed in effects.published:
+            self._produce(
+                self.routed_topics[queue],
+                lead_id.encode(),
+                orjson.dumps(routed),
+                headers=[("event", routed["event"].encode())],
+            )
+            self.routed_count += 1
+        for timer in effects.timers:
+            heapq.heappush(self.timers.setdefault(p, []), timer)
+
+    def _update_lag(self) -> None:
+        consumer = self.consumer
+        if consumer is None:
+            return
+        try:
+            positions = consumer.position(consumer.assignment())
+        except KafkaException:
+            return
+        lag: dict[str, int] = {}
+        for tp in positions:
+            low, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            if high < 0:
+                continue
+            pos = tp.offset if tp.offset >= 0 else low
+            name = tp.topic[len(self.prefix) :] if tp.topic.startswith(self.prefix) else tp.topic
+            lag[name] = lag.get(name, 0) + max(0, high - pos)
+        for name, value in lag.items():
+            self.metrics.consumer_lag.labels(name).set(value)

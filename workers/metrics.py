@@ -1,0 +1,245 @@
+"""Prometheus metrics, named as in DESIGN.md: base units, bounded labels, never an e-mail,
+lead id or free text in a label. Labelled children are cached because `.labels()` costs
+more than the increment itself on the hot path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+SALES_BUCKETS = (30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200, 604800)
+CONVERSION_BUCKETS = (3600, 14400, 86400, 259200, 604800, 1209600, 2592000, 7776000)
+SCORE_BUCKETS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+CHANNEL_TOPIC = {
+    "form": "marketing.form-fills",
+    "email": "marketing.email-events",
+    "ad": "marketing.ad-clicks",
+}
+
+
+class Metrics:
+    """Every leadrouter metric on one registry, and the desk's Recorder over them."""
+
+    def __init__(self, sources: Iterable[str] = (), campaigns: Iterable[str] = ()) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sources = frozenset(s.lower() for s in sources) | {"direct", "email"}
+        self.campaigns = frozenset(campaigns)
+        self.events = Counter(
+            "leadrouter_events",
+            "Input records by topic and outcome",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.deadletters = Counter(
+            "leadrouter_deadletters",
+            "Records sent to the dead-letter topic",
+            ["reason"],
+            registry=r,
+        )
+        self.generated_c = Counter(
+            "leadrouter_leads_generated",
+            "New leads by first-touch channel and source",
+            ["channel", "source"],
+            registry=r,
+        )
+        self.routed_c = Counter(
+            "leadrouter_leads_routed",
+            "Leads routed to a sales queue",
+            ["queue", "rule", "grade"],
+            registry=r,
+        )
+        self.unassigned_c = Counter(
+            "leadrouter_leads_unassigned",
+            "Leads routed with no rep available",
+            ["queue", "reason"],
+            registry=r,
+        )
+        self.disqualified_c = Counter(
+            "leadrouter_leads_disqualified", "Leads kept from routing", ["reason"], registry=r
+        )
+        self.route_latency = Histogram(
+            "leadrouter_route_latency_seconds",
+            "Qualifying event occurred to lead routed",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.speed_to_lead_h = Histogram(
+            "leadrouter_speed_to_lead_seconds",
+            "Lead routed to first sales touch",
+            ["queue"],
+            buckets=SALES_BUCKETS,
+            registry=r,
+        )
+        self.conversion_h = Histogram(
+            "leadrouter_time_to_conversion_seconds",
+            "Lead routed to opportunity, won or lost",
+            ["queue", "outcome"],
+            buckets=CONVERSION_BUCKETS,
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "leadrouter_lead_outcomes",
+            "Sales outcomes by queue and first-touch source",
+            ["queue", "source", "outcome"],
+            registry=r,
+        )
+        self.sla_breaches = Counter(
+            "leadrouter_sla_breaches",
+            "Routed leads not touched within the queue SLA",
+            ["queue"],
+            registry=r,
+        )
+        self.activities = Counter(
+            "leadrouter_sales_activities",
+            "Sales activities by type and outcome",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.lead_score = Histogram(
+            "leadrouter_lead_score",
+            "Lead score after each touch",
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "leadrouter_consumer_lag",
+            "Records behind the end of the log, per topic",
+            ["topic"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "leadrouter_batch_records",
+            "Records per processed batch",
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000),
+            registry=r,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def source(self, value: str | None) -> str:
+        value = (value or "direct").lower()
+        return value if value in self.sources else "other"
+
+    def campaign(self, value: str | None) -> str:
+        return value if value in self.campaigns else "other"
+
+    # ---- ingest
+    def event(self, topic: str, outcome: str, n: int = 1) -> None:
+        self._child(self.events, topic, outcome).inc(n)
+
+    def deadletter(self, reason: str) -> None:
+        self._child(self.deadletters, reason).inc()
+
+    # ---- Recorder (see workers.core.desk.Recorder)
+    def accepted(self, channel: str) -> None:
+        self._child(self.events, CHANNEL_TOPIC[channel], "ok").inc()
+
+    def duplicate(self, channel: str) -> None:
+        self._child(self.events, CHANNEL_TOPIC[channel], "duplicate").inc()
+
+    def generated(self, channel: str, source: str) -> None:
+        self._child(self.generated_c, channel, self.source(source)).inc()
+
+    def scored(self, total: float) -> None:
+        self.lead_score.observe(total)
+
+    def disqualified(self, reason: str) -> None:
+        self._child(self.disqualified_c, reason).inc()
+
+    def routed(self, queue: str, rule: str, grade: str, latency: float) -> None:
+        self._child(self.routed_c, queue, rule, grade).inc()
+        self.route_latency.observe(latency)
+
+    def unassigned(self, queue: str, reason: str) -> None:
+        self._child(self.unassigned_c, queue, reason).inc()
+
+    def activity(self, kind: str, outcome: str) -> None:
+        self._child(self.activities, kind, outcome).inc()
+        topic_outcome = "duplicate" if outcome == "duplicate" else "ok"
+        self._child(self.events, "sales.activities", topic_outcome).inc()
+
+    def speed_to_lead(self, queue: str, seconds: float) -> None:
+        self._child(self.speed_to_lead_h, queue).observe(seconds)
+
+    def conversion(self, queue: str, source: str, outcome: str, seconds: float) -> None:
+        self._child(self.conversion_h, queue, outcome).observe(seconds)
+        self._child(self.outcomes, queue, self.source(source), outcome).inc()
+
+    def sla_breach(self, queue: str) -> None:
+        self._child(self.sla_breaches, queue).inc()
+
+
+class Health:
+    """Liveness is a loop that still turns; readiness is a loop that owns partitions."""
+
+    def __init__(self, stall_after: float = 60.0) -> None:
+        self.last_beat = time.monotonic()
+        self.ready = False
+        self.stall_after = stall_after
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_beat < self.stall_after
+
+
+def serve(
+    registry: CollectorRegistry, health: Health, host: str, port: int
+) -> tuple[ThreadingHTTPServer, Callable[[], None]]:
+    """Serve /metrics, /healthz and /readyz on a daemon thread; returns the server and a stop."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body, status, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+            elif path == "/healthz":
+                ok = health.alive()
+                body, status, ctype = (
+                    (b"ok\n" if ok else b"stalled\n"),
+                    200 if ok else 503,
+                    "text/plain",
+                )
+            elif path == "/readyz":
+                ok = health.ready and health.alive()
+                body, status, ctype = (
+                    (b"ready\n" if ok else b"not ready\n"),
+                    200 if ok else 503,
+                    "text/plain",
+                )
+            else:
+                body, status, ctype = b"not found\n", 404, "text/plain"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return server, stop
