@@ -34,6 +34,14 @@ DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 MAX_PATTERN_LENGTH = 200
 
 
+def compile_pattern(source: str) -> Any:
+    """RE2: matching time is linear in the input, so no pattern in config can stall a worker."""
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = 8 << 20
+    return re2.compile(source, options)
+
+
 class Strict(BaseModel):
     """Unknown keys are errors: a typo in config must not be silently ignored."""
 
@@ -185,7 +193,7 @@ class Condition(Strict):
             if len(self.matches) > MAX_PATTERN_LENGTH:
                 raise ValueError(f"pattern longer than {MAX_PATTERN_LENGTH} characters")
             try:
-                re2.compile(self.matches)
+                compile_pattern(self.matches)
             except Exception as exc:  # re2 raises its own error type
                 raise ValueError(f"invalid pattern: {exc}") from None
         return self
@@ -209,19 +217,6 @@ class Routing(Strict):
     queues: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")], Queue]
     rules: tuple[Rule, ...]
     default_queue: str
-
-    @model_validator(mode="after")
-    def _queues_exist(self) -> Routing:
-        if self.default_queue not in self.queues:
-            raise ValueError(f"default_queue {self.default_queue!r} is not a queue")
-        for i, rule in enumerate(self.rules):
-            if rule.queue not in self.queues:
-                raise ValueError(f"rules[{i}] ({rule.name}): unknown queue {rule.queue!r}")
-        names = [r.name for r in self.rules]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate rule names: {', '.join(dupes)}")
-        return self
 
 
 # --------------------------------------------------------------------------- reps.yaml
@@ -342,6 +337,48 @@ def _validate(
         return None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _routing_references(
+    file: str, routing: dict[str, Any], reps: dict[str, Any]
+) -> list[ConfigProblem]:
+    """Names that must point somewhere: rule and default queues, queue reps, unique rules.
+    Checked on the raw file so they are reported alongside any type errors."""
+    out = []
+    queues = _mapping(routing.get("queues"))
+    default = routing.get("default_queue")
+    if default is not None and default not in queues:
+        out.append(
+            ConfigProblem(file, "default_queue", f"default_queue {default!r} is not a queue")
+        )
+    seen: set[str] = set()
+    rules = routing.get("rules")
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        rule = _mapping(rule)
+        if "queue" in rule and rule["queue"] not in queues:
+            out.append(ConfigProblem(file, f"rules[{i}].queue", f"unknown queue {rule['queue']!r}"))
+        name = rule.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                out.append(ConfigProblem(file, f"rules[{i}].name", f"duplicate rule name {name!r}"))
+            seen.add(name)
+    if reps:
+        for qname, queue in queues.items():
+            members = _mapping(queue).get("reps")
+            for i, rep_id in enumerate(members if isinstance(members, list) else []):
+                if rep_id not in reps:
+                    out.append(
+                        ConfigProblem(
+                            file,
+                            f"queues.{qname}.reps[{i}]",
+                            f"unknown rep {rep_id!r} (not in reps.yaml)",
+                        )
+                    )
+    return out
+
+
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
     "LEADROUTER_KAFKA_SECURITY_PROTOCOL": ("kafka", "security_protocol"),
@@ -396,19 +433,11 @@ def load_config(
     for name, model in zip(CONFIG_FILES, (Settings, Scoring, Routing, Reps), strict=True):
         if raw[name] is not None:
             models[name] = _validate(model, raw[name], str(base / name), problems)
-    routing: Routing | None = models.get("routing.yaml")
-    reps: Reps | None = models.get("reps.yaml")
-    if routing is not None and reps is not None:
-        for qname, queue in routing.queues.items():
-            for i, rep_id in enumerate(queue.reps):
-                if rep_id not in reps.reps:
-                    problems.append(
-                        ConfigProblem(
-                            str(base / "routing.yaml"),
-                            f"queues.{qname}.reps[{i}]",
-                            f"unknown rep {rep_id!r} (not in reps.yaml)",
-                        )
-                    )
+    if raw["routing.yaml"] is not None:
+        known_reps = _mapping(raw["reps.yaml"]).get("reps") if raw["reps.yaml"] else None
+        problems += _routing_references(
+            str(base / "routing.yaml"), raw["routing.yaml"], _mapping(known_reps)
+        )
     scoring: Scoring | None = models.get("scoring.yaml")
     if scoring is not None:
         for level in scoring.fit.seniority:

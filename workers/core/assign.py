@@ -132,21 +132,48 @@ def _fairest(
     window_hours: float,
     trace: list[str],
 ) -> str:
-    def load(rep_id: str) -> float:
-        stats = all_stats.get(rep_id, {})
-        if strategy == "weighted":
-            return window_count(stats, now, window_hours) / reps[rep_id].weight
-        return float(stats.get("open", 0))
-
-    raw = {r: load(r) for r in available}
-    standing = {}
-    for rep_id, value in raw.items():
-        others = [v for r, v in raw.items() if r != rep_id]
-        standing[rep_id] = max(value, min(others)) if others else value
-    chosen = min(
-        available, key=lambda r: (standing[r], all_stats.get(r, {}).get("last", 0.0), raw[r])
-    )
-    what = "assignments in window / weight" if strategy == "weighted" else "open leads"
-    shown = ", ".join(f"{r}={raw[r]:g}" for r in available)
+    if strategy == "weighted":
+        load = {
+            r: window_count(all_stats.get(r, {}), now, window_hours) / reps[r].weight
+            for r in available
+        }
+        _rejoin(load, available, reps, all_stats, now, trace)
+        what = "assignments in window / weight"
+    else:
+        load = {r: float(all_stats.get(r, {}).get("open", 0)) for r in available}
+        what = "open leads"
+    chosen = min(available, key=lambda r: (load[r], all_stats.get(r, {}).get("last", 0.0)))
+    shown = ", ".join(f"{r}={load[r]:g}" for r in available)
     trace.append(f"{strategy}: lowest {what} among available ({shown}) is {chosen}")
     return chosen
+
+
+def _rejoin(
+    load: dict[str, float],
+    available: list[str],
+    reps: dict[str, Rep],
+    all_stats: dict[str, Any],
+    now: float,
+    trace: list[str],
+) -> None:
+    """A rep more than two steps behind everyone else (back from leave, new, or off shift)
+    is credited up to the pack, so they rejoin the rotation instead of taking every lead
+    until the window evens out. The credit rolls out of the window like an assignment."""
+    # Weighted rotation keeps every rep within one step (1/weight) of the others.
+    step = max(1 / reps[r].weight for r in available)
+    for rep_id in available:
+        others = [v for r, v in load.items() if r != rep_id]
+        if not others:
+            return
+        weight = reps[rep_id].weight
+        floor = min(others)
+        if load[rep_id] < floor - 2 * step:
+            credit = int((floor - step - load[rep_id]) * weight)
+            if credit <= 0:
+                continue
+            stats = all_stats.setdefault(rep_id, {})
+            hours = stats.setdefault("hours", {})
+            hour = str(int(now // HOUR))
+            hours[hour] = hours.get(hour, 0) + credit
+            load[rep_id] += credit / weight
+            trace.append(f"{rep_id} rejoins the rotation: credited {credit} to catch up")

@@ -446,9 +446,10 @@ class LeadDesk:
         queue = self.config.routing.queues[queue_name]
         desk = state.get(key) or {}
         recent = desk.setdefault("recent", [])
-        if request["lead"] in recent:  # a redelivered request: the lead is routed already
+        attempt = f"{request['lead']}/{request['draft']['trigger_event_id']}"
+        if attempt in recent:  # a redelivered request: this routing was done already
             return
-        recent.append(request["lead"])
+        recent.append(attempt)
         del recent[:-RECENT_ASSIGNMENTS]
         now = self.clock()
         rep, steps = assign.pick_rep(

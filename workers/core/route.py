@@ -1,7 +1,7 @@
 """Routing rules: an ordered list, first match wins, each naming a sales queue.
 
 Rules are data (see config/routing.yaml), interpreted here; patterns run on RE2, whose
-time is linear in the input, and only over a bounded prefix of the value.
+time is linear in the input (values are bounded at ingest), so no pattern can stall.
 """
 
 from __future__ import annotations
@@ -10,16 +10,12 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-import re2
-
-from workers.settings import Condition, Routing
-
-MAX_MATCH_INPUT = 512
+from workers.settings import Condition, Routing, compile_pattern
 
 
 @lru_cache(maxsize=256)
 def _pattern(source: str) -> Any:
-    return re2.compile(source)
+    return compile_pattern(source)
 
 
 def _number(value: Any) -> float | None:
@@ -47,9 +43,7 @@ def holds(cond: Condition, lead: Mapping[str, Any]) -> bool:
             number = _number(value)
             return number is not None and number <= cond.lte
         if cond.matches is not None:
-            return isinstance(value, str) and bool(
-                _pattern(cond.matches).search(value[:MAX_MATCH_INPUT])
-            )
+            return isinstance(value, str) and bool(_pattern(cond.matches).search(value))
         return False
     if cond.all is not None:
         return all(holds(c, lead) for c in cond.all)

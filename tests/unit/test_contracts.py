@@ -1,0 +1,90 @@
+"""Event contracts: every reason code, and what a valid record becomes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from topics.contracts import Invalid, parse
+
+NOW = time.time()
+MAX = 65536
+
+
+def form(**over):
+    event = {
+        "event_id": "e1",
+        "occurred_at": "2026-11-27T10:00:00+01:00",
+        "email": "  Jane.Doe@Example.COM ",
+        "form_id": "demo-request",
+        "utm": {"source": "google", "campaign": "spring"},
+        "consent": {"marketing": True},
+        "unknown_extra": {"kept": "ignored"},
+    }
+    event.update(over)
+    return orjson.dumps({k: v for k, v in event.items() if v is not ...})
+
+
+def test_valid_form_fill_is_normalised():
+    out = parse("form_fill", form(), NOW, MAX)
+    assert not isinstance(out, Invalid)
+    assert out["email"] == "jane.doe@example.com"
+    assert out["event_id"] == "e1"
+    assert out["at"] == datetime(2026, 11, 27, 9, 0, tzinfo=UTC).timestamp()
+    assert out["utm"]["source"] == "google"
+    assert out["consent"] is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe{", "invalid_encoding"),
+        (b'{"event_id": ', "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (form(event_id=...), "missing_field"),
+        (form(email=...), "missing_field"),
+        (form(event_id=42), "invalid_type"),
+        (form(employees="ten"), "invalid_type"),
+        (form(employees=True), "invalid_type"),
+        (form(utm="google"), "invalid_type"),
+        (form(consent={"marketing": "yes"}), "invalid_type"),
+        (form(country="XX"), "invalid_value"),
+        (form(occurred_at="yesterday"), "invalid_time"),
+        (form(occurred_at="2026-11-27T10:00:00"), "invalid_time"),
+        (form(occurred_at="1970-01-01T00:00:00Z"), "invalid_time"),
+        (form(occurred_at="2999-01-01T00:00:00Z"), "invalid_time"),
+        (form(email="not-an-address"), "invalid_email"),
+        (form(email="a@@b.com"), "invalid_email"),
+        (form(first_name="x" * 100_000), "too_large"),
+    ],
+)
+def test_each_malformed_record_has_a_stable_reason(raw, reason):
+    out = parse("form_fill", raw, NOW, MAX)
+    assert isinstance(out, Invalid), out
+    assert out.reason == reason
+    assert out.detail
+
+
+def test_email_event_and_ad_click_and_activity():
+    base = {"event_id": "x", "occurred_at": "2026-11-27T10:00:00Z"}
+    email = parse(
+        "email_event", orjson.dumps({**base, "email": "a@b.io", "type": "reply"}), NOW, MAX
+    )
+    assert email["type"] == "reply"
+    bad_type = parse(
+        "email_event", orjson.dumps({**base, "email": "a@b.io", "type": "x"}), NOW, MAX
+    )
+    assert isinstance(bad_type, Invalid) and bad_type.reason == "invalid_value"
+    click = parse(
+        "ad_click", orjson.dumps({**base, "platform": "google", "click_id": "c"}), NOW, MAX
+    )
+    assert click["email"] is None and click["click_id"] == "c"
+    act = parse(
+        "sales_activity", orjson.dumps({**base, "lead_id": "ld_1", "type": "won"}), NOW, MAX
+    )
+    assert act["type"] == "won"
+    missing = parse("sales_activity", orjson.dumps({**base, "type": "won"}), NOW, MAX)
+    assert isinstance(missing, Invalid) and missing.reason == "missing_field"

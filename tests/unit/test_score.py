@@ -1,0 +1,62 @@
+"""Scoring: fit and engagement apart, half-life decay, negative signals, grades."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.core import score
+from workers.settings import load_config
+
+SCORING = load_config().scoring
+DAY = 86400.0
+
+
+def test_engagement_halves_every_half_life():
+    half = SCORING.engagement.half_life_days * DAY
+    label, points = score.touch_points(SCORING, "form", "webinar")
+    assert (label, points) == ("form:webinar", 15)
+    fresh = score.engagement_contributions(SCORING, [[label, points, 1000.0]], 1000.0)
+    old = score.engagement_contributions(SCORING, [[label, points, 1000.0]], 1000.0 + half)
+    older = score.engagement_contributions(SCORING, [[label, points, 1000.0]], 1000.0 + 2 * half)
+    assert fresh[0]["points"] == 15
+    assert old[0]["points"] == pytest.approx(7.5)
+    assert older[0]["points"] == pytest.approx(3.75)
+
+
+def test_negative_signals_subtract():
+    touches = [["form:pricing", 25, 0.0], ["email:unsubscribe", -30, 0.0]]
+    contributions = score.engagement_contributions(SCORING, touches, 0.0)
+    assert sum(c["points"] for c in contributions) == -5
+
+
+def test_fit_lists_each_contribution():
+    fit = score.fit_contributions(
+        SCORING,
+        seniority="vp",
+        employees=1500,
+        industry="software",
+        country="US",
+        free_mail=True,
+        known_account=True,
+    )
+    got = {c["factor"]: c["points"] for c in fit}
+    assert got == {
+        "seniority": 20,
+        "employees": 15,
+        "industry": 10,
+        "country": 5,
+        "free_mail": -15,
+        "known_account": 10,
+    }
+
+
+def test_total_is_clamped_and_graded():
+    fit = [{"factor": "seniority", "value": "vp", "points": 20}]
+    eng = [{"factor": "form:demo-request", "value": 1, "points": 45}]
+    result = score.score(SCORING, fit, eng)
+    assert (result["total"], result["fit"], result["engagement"]) == (65, 20, 45)
+    assert result["grade"] == "B"
+    assert result["contributions"] == fit + eng
+    assert score.score(SCORING, [], [{"factor": "x", "value": 1, "points": 500}])["total"] == 100
+    assert score.score(SCORING, [], [{"factor": "x", "value": 1, "points": -50}])["grade"] == "D"
+    assert score.grade(SCORING, 80) == "A" and score.grade(SCORING, 35) == "C"

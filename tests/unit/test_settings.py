@@ -1,0 +1,127 @@
+"""Config validation: every problem named with file, path and what is wrong; nothing
+in config is ever evaluated or constructed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from workers.cli import main
+from workers.settings import DEFAULT_CONFIG_DIR, ConfigError, load_config
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(DEFAULT_CONFIG_DIR, target)
+    return target
+
+
+def edit(path: Path, change) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def problems(directory: Path) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load_config(directory, env={})
+    return [str(p) for p in err.value.problems]
+
+
+def test_shipped_config_is_valid_and_realistic():
+    config = load_config(env={})
+    assert len(config.routing.queues) >= 4
+    assert len(config.reps.reps) >= 12
+    zones = {r.timezone for r in config.reps.reps.values()}
+    assert len(zones) >= 5
+    assert any(r.out_of_office for r in config.reps.reps.values())
+    strategies = {q.strategy for q in config.routing.queues.values()}
+    assert strategies == {"round_robin", "weighted", "least_loaded"}
+
+
+def test_unknown_key_names_file_and_path(config_dir: Path):
+    edit(config_dir / "routing.yaml", lambda d: d["queues"]["smb"].update(stratgy="x"))
+    found = problems(config_dir)
+    assert any(
+        p.startswith(str(config_dir / "routing.yaml")) and "queues.smb.stratgy" in p for p in found
+    ), found
+
+
+def test_wrong_types_and_values(config_dir: Path):
+    edit(config_dir / "reps.yaml", lambda d: d["reps"]["ana.silva"].update(daily_capacity="lots"))
+    edit(config_dir / "reps.yaml", lambda d: d["reps"]["ben.carter"].update(timezone="Mars/Base"))
+    edit(config_dir / "scoring.yaml", lambda d: d["engagement"].update(half_life_days=0))
+    found = "\n".join(problems(config_dir))
+    assert "reps.ana.silva.daily_capacity" in found
+    assert "reps.ben.carter.timezone" in found and "unknown time zone" in found
+    assert "engagement.half_life_days" in found
+
+
+def test_rule_errors_point_into_the_rule(config_dir: Path):
+    def bad(d):
+        d["rules"][1]["when"]["all"][0] = {"field": "x", "matches": "(unclosed"}
+        d["rules"][2]["queue"] = "nowhere"
+
+    edit(config_dir / "routing.yaml", bad)
+    found = "\n".join(problems(config_dir))
+    assert "rules[1].when.all[0]" in found and "invalid pattern" in found
+    assert "unknown queue 'nowhere'" in found
+
+
+def test_unknown_rep_in_queue(config_dir: Path):
+    edit(config_dir / "routing.yaml", lambda d: d["queues"]["smb"]["reps"].append("ghost"))
+    assert any("queues.smb.reps[2]" in p and "ghost" in p for p in problems(config_dir))
+
+
+def test_yaml_tags_that_construct_objects_are_refused(config_dir: Path, tmp_path: Path):
+    marker = tmp_path / "pwned"
+    (config_dir / "settings.yaml").write_text(
+        f"log_level: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
+    found = problems(config_dir)
+    assert any("settings.yaml" in p and "not valid YAML" in p for p in found)
+    assert not marker.exists()
+
+
+def test_missing_file_and_broken_yaml(config_dir: Path):
+    (config_dir / "reps.yaml").unlink()
+    (config_dir / "scoring.yaml").write_text("mql_threshold: [1,\n")
+    found = problems(config_dir)
+    assert any("reps.yaml" in p and "file not found" in p for p in found)
+    assert any("scoring.yaml: line" in p for p in found)
+
+
+def test_environment_overrides_settings(config_dir: Path):
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1234",
+        "LEADROUTER_TOPIC_PREFIX": "staging.",
+        "LEADROUTER_METRICS_PORT": "9999",
+        "LEADROUTER_DATA_DIR": "/tmp/lr",
+        "LEADROUTER_KAFKA_SASL_PASSWORD": "s3cret",
+    }
+    s = load_config(config_dir, env=env).settings
+    assert s.kafka.bootstrap_servers == "127.0.0.1:1234"
+    assert s.kafka.topic_prefix == "staging."
+    assert s.metrics.port == 9999
+    assert s.store.data_dir == "/tmp/lr"
+    assert "s3cret" not in repr(s)  # secrets never print
+    bad = load_config.__wrapped__ if hasattr(load_config, "__wrapped__") else load_config
+    with pytest.raises(ConfigError) as err:
+        bad(config_dir, env={"LEADROUTER_METRICS_PORT": "not-a-port"})
+    assert any("metrics.port" in str(p) for p in err.value.problems)
+
+
+def test_config_check_command_exits_non_zero_with_every_problem(config_dir: Path):
+    runner = CliRunner()
+    ok = runner.invoke(main, ["config", "check", str(DEFAULT_CONFIG_DIR)])
+    assert ok.exit_code == 0 and "ok:" in ok.output
+    edit(config_dir / "routing.yaml", lambda d: d.update(default_queue="nope", extra=1))
+    result = runner.invoke(main, ["config", "check", str(config_dir)])
+    assert result.exit_code == 1
+    assert "routing.yaml: extra:" in result.output
+    assert "default_queue 'nope' is not a queue" in result.output
