@@ -10,19 +10,21 @@ The binary is `prometheus` on PATH (installed by scripts/prometheus/install.sh) 
 named by $LEADROUTER_PROMETHEUS. The server listens on 127.0.0.1 on a free port, keeps its
 TSDB in a temporary directory, scrapes every second and evaluates rules every second. It is
 stopped by stop(), by leaving the `with` block, or at interpreter exit, whichever comes
-first.
+first; on Linux it is also sent SIGTERM if the test process dies without stopping it.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -100,6 +102,25 @@ def find_binary(name: str = "prometheus") -> str:
     if found is None:
         raise PrometheusNotFoundError(f"`{name}` not found on PATH: {INSTALL_HINT}")
     return found
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that has Linux SIGTERM the server if this process dies without stop().
+
+    The libc function is looked up here, before fork, so the child only makes one call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
 
 
 def _free_port() -> int:
@@ -225,6 +246,7 @@ class PrometheusServer:
             stderr=subprocess.STDOUT,
             cwd=tmp,
             start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
 
     def _wait_ready(self) -> bool:
