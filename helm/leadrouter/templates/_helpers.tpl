@@ -1,0 +1,190 @@
+{{/*
+Chart name, truncated to the 63 characters of a DNS label.
+*/}}
+{{- define "leadrouter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: "<release>-<chart>", or the release name when it already contains the
+chart name. Truncated to 63 characters.
+*/}}
+{{- define "leadrouter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "leadrouter.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: the two labels that identify this release's pods. They go into immutable
+selectors, so they never carry anything that changes between upgrades (no chart version).
+*/}}
+{{- define "leadrouter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "leadrouter.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
+{{- end }}
+
+{{/*
+Selector labels of the worker pods: the selector labels plus the component, so that the topics
+hook Job's pod is never selected by the worker's Service, PodDisruptionBudget or Deployment.
+*/}}
+{{- define "leadrouter.workerSelectorLabels" -}}
+{{ include "leadrouter.selectorLabels" . }}
+app.kubernetes.io/component: "worker"
+{{- end }}
+
+{{/*
+Common labels: every resource's metadata.labels. Never used in a selector.
+*/}}
+{{- define "leadrouter.labels" -}}
+helm.sh/chart: {{ include "leadrouter.chart" . | quote }}
+{{ include "leadrouter.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "leadrouter.imageTag" . | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+app.kubernetes.io/part-of: "leadrouter"
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image tag: image.tag, or the chart's appVersion.
+*/}}
+{{- define "leadrouter.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/*
+The image reference: repository@digest when a digest is set, repository:tag otherwise.
+*/}}
+{{- define "leadrouter.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "leadrouter.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount the pods run as.
+*/}}
+{{- define "leadrouter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "leadrouter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The existing Secret with the broker connection.
+*/}}
+{{- define "leadrouter.kafkaSecretName" -}}
+{{- .Values.kafka.existingSecret | default (printf "%s-kafka" (include "leadrouter.fullname" .)) }}
+{{- end }}
+
+{{/*
+Where the config files, the local state and the brokers' CA certificate are mounted.
+*/}}
+{{- define "leadrouter.configDir" -}}/etc/leadrouter{{- end }}
+{{- define "leadrouter.dataDir" -}}/var/lib/leadrouter{{- end }}
+{{- define "leadrouter.caDir" -}}/etc/leadrouter-kafka-ca{{- end }}
+
+{{/*
+The config files as ConfigMap data: every file of files/config/, its content replaced by
+config.<name without .yaml> when that value is set. Fails when a file would be empty, so that a
+chart whose defaults did not come along (e.g. a checkout without them) never ships an empty config.
+*/}}
+{{- define "leadrouter.configData" -}}
+{{- $data := dict }}
+{{- range $path, $_ := .Files.Glob "files/config/*.yaml" }}
+{{- $_ := set $data (base $path) "" }}
+{{- end }}
+{{- range $key, $_ := .Values.config }}
+{{- $_ := set $data (printf "%s.yaml" $key) "" }}
+{{- end }}
+{{- range $name := keys $data }}
+{{- $key := trimSuffix ".yaml" $name }}
+{{- $content := (get $.Values.config $key) | default ($.Files.Get (printf "files/config/%s" $name)) }}
+{{- if not (trim $content) }}
+{{- fail (printf "config file %s is empty: set config.%s or restore files/config/%s in the chart" $name $key $name) }}
+{{- end }}
+{{- $_ := set $data $name $content }}
+{{- end }}
+{{- toYaml $data }}
+{{- end }}
+
+{{/*
+Environment of the worker and of the topics Job: where the config is, and the broker connection
+from the existing Secret.
+*/}}
+{{- define "leadrouter.env" -}}
+- name: LEADROUTER_CONFIG_DIR
+  value: {{ include "leadrouter.configDir" . | quote }}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "leadrouter.kafkaSecretName" . | quote }}
+      key: {{ .Values.kafka.secretKeys.bootstrapServers | quote }}
+{{- range $env, $key := dict "LEADROUTER_KAFKA_SECURITY_PROTOCOL" .Values.kafka.secretKeys.securityProtocol "LEADROUTER_KAFKA_SASL_MECHANISM" .Values.kafka.secretKeys.saslMechanism "LEADROUTER_KAFKA_SASL_USERNAME" .Values.kafka.secretKeys.saslUsername "LEADROUTER_KAFKA_SASL_PASSWORD" .Values.kafka.secretKeys.saslPassword }}
+{{- if $key }}
+- name: {{ $env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "leadrouter.kafkaSecretName" $ | quote }}
+      key: {{ $key | quote }}
+      optional: true
+{{- end }}
+{{- end }}
+{{- if .Values.kafka.caSecret.name }}
+- name: LEADROUTER_KAFKA_SSL_CAFILE
+  value: {{ printf "%s/%s" (include "leadrouter.caDir" .) .Values.kafka.caSecret.key | quote }}
+{{- end }}
+{{- if .Values.kafka.topicPrefix }}
+- name: LEADROUTER_TOPIC_PREFIX
+  value: {{ .Values.kafka.topicPrefix | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The brokers' CA certificate volume and its mount, shared by the worker and the topics Job;
+include them only when kafka.caSecret.name is set.
+*/}}
+{{- define "leadrouter.caVolume" -}}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.caSecret.name | quote }}
+    items:
+      - key: {{ .Values.kafka.caSecret.key | quote }}
+        path: {{ .Values.kafka.caSecret.key | quote }}
+{{- end }}
+
+{{- define "leadrouter.caVolumeMount" -}}
+- name: kafka-ca
+  mountPath: {{ include "leadrouter.caDir" . | quote }}
+  readOnly: true
+{{- end }}
+
+{{/*
+The emptyDir of the worker's local state.
+*/}}
+{{- define "leadrouter.dataEmptyDir" -}}
+{{- $emptyDir := dict }}
+{{- with .Values.dataVolume.medium }}{{ $_ := set $emptyDir "medium" . }}{{ end }}
+{{- with .Values.dataVolume.sizeLimit }}{{ $_ := set $emptyDir "sizeLimit" . }}{{ end }}
+{{- toJson $emptyDir }}
+{{- end }}
