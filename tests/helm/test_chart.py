@@ -1,0 +1,871 @@
+"""Checks of the Helm chart with the real tools, offline.
+
+helm (pinned, built from its Go module), kubeconform, the Kubernetes JSON schemas and the
+monitoring CRDs come from scripts/helm/install.sh, which caches them under
+${LEADROUTER_CACHE:-~/.cache/leadrouter}/helm. When they are missing these tests fail: run
+`bash scripts/helm/install.sh` (or `make tools`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "leadrouter"
+INSTALLER = REPO / "scripts" / "helm" / "install.sh"
+RELEASE = "lr"
+NAMESPACE = "sales-ops"
+WORKER_SELECTOR = {
+    "app.kubernetes.io/name": "leadrouter",
+    "app.kubernetes.io/instance": RELEASE,
+    "app.kubernetes.io/component": "worker",
+}
+
+# Every optional part switched on, with the knobs around them set, so that the schema
+# validation sees every branch of the templates.
+ALL_ON: dict[str, Any] = {
+    "metrics": {
+        "serviceMonitor": {
+            "enabled": True,
+            "labels": {"release": "kube-prometheus-stack"},
+            "scrapeTimeout": "10s",
+            "relabelings": [
+                {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}
+            ],
+            "metricRelabelings": [
+                {"regex": "go_.*", "action": "drop", "sourceLabels": ["__name__"]}
+            ],
+        },
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Sales"}},
+        "service": {"annotations": {"example.com/team": "revops"}},
+    },
+    "autoscaling": {
+        "enabled": True,
+        "targetMemoryUtilizationPercentage": 80,
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}},
+    },
+    "podDisruptionBudget": {"enabled": True},
+    "topicsJob": {"enabled": True, "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}},
+    "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+    "kafka": {
+        "existingSecret": "kafka-credentials",
+        "caSecret": {"name": "kafka-ca"},
+        "topicPrefix": "prod.",
+    },
+    "extraEnv": [{"name": "LEADROUTER_LOG_LEVEL", "value": "DEBUG"}],
+    "imagePullSecrets": [{"name": "regcred"}],
+    "image": {"digest": "sha256:" + "ab" * 32},
+    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+    "podAnnotations": {"example.com/owner": "revops"},
+    "podLabels": {"team": "revops"},
+    "commonLabels": {"cost-center": "sales"},
+    "serviceAccount": {"annotations": {"example.com/role": "leadrouter"}},
+    "dataVolume": {"sizeLimit": "2Gi"},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "kafka", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "leadrouter"}},
+                    },
+                }
+            ]
+        }
+    },
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        }
+    ],
+    "priorityClassName": "business-critical",
+}
+
+
+# --- the tools ----------------------------------------------------------------------------
+
+
+@cache
+def pins() -> dict[str, str]:
+    """The NAME=value pins at the top of scripts/helm/install.sh."""
+    text = INSTALLER.read_text()
+    return dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', text, flags=re.MULTILINE))
+
+
+def tool_root() -> Path:
+    cache_dir = os.environ.get("LEADROUTER_CACHE") or str(Path.home() / ".cache" / "leadrouter")
+    return Path(cache_dir) / "helm"
+
+
+def installed(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `bash scripts/helm/install.sh` (or `make tools`)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return installed(tool_root() / f"helm-{pins()['HELM_VERSION']}" / "helm")
+
+
+@pytest.fixture(scope="session")
+def kubeconform() -> Path:
+    return installed(tool_root() / f"kubeconform-{pins()['KUBECONFORM_VERSION']}" / "kubeconform")
+
+
+@pytest.fixture(scope="session")
+def kubernetes_schemas() -> Path:
+    d = tool_root() / f"kubernetes-schemas-{pins()['KUBERNETES_VALIDATE_VERSION']}"
+    installed(d / ".complete")
+    return d
+
+
+@pytest.fixture(scope="session")
+def crd_schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """JSON schemas of the ServiceMonitor and PrometheusRule CRDs, in kubeconform's layout."""
+    crds = tool_root() / f"prometheus-operator-crds-{pins()['PROMETHEUS_OPERATOR_VERSION']}"
+    installed(crds / ".complete")
+    out = tmp_path_factory.mktemp("crd-schemas")
+    for path in sorted(crds.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schema = crd_version_schema(group, kind, version)
+            target = out / group / f"{kind.lower()}_{version['name']}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(schema))
+    return out
+
+
+def openapi_to_jsonschema(node: Any) -> Any:
+    """A CRD's structural OpenAPI v3 schema as a strict JSON schema: objects with properties
+    reject unknown fields (unless x-kubernetes-preserve-unknown-fields), `nullable` allows null.
+    CEL rules (x-kubernetes-validations) are not checked."""
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {name: openapi_to_jsonschema(sub) for name, sub in value.items()}
+        elif key in ("items", "not") or (key == "additionalProperties" and isinstance(value, dict)):
+            out[key] = openapi_to_jsonschema(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [openapi_to_jsonschema(sub) for sub in value]
+        elif key == "nullable" or key.startswith("x-kubernetes-"):
+            continue
+        else:
+            out[key] = value
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_version_schema(group: str, kind: str, version: dict[str, Any]) -> dict[str, Any]:
+    schema = openapi_to_jsonschema(version["schema"]["openAPIV3Schema"])
+    schema["properties"]["apiVersion"] = {"type": "string", "enum": [f"{group}/{version['name']}"]}
+    schema["properties"]["kind"] = {"type": "string", "enum": [kind]}
+    schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "spec"})
+    return schema
+
+
+def run(cmd: list[str | Path], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{proc.stderr}{proc.stdout}"
+        )
+    return proc
+
+
+def values_args(tmp_path: Path, values: dict[str, Any] | None) -> list[str | Path]:
+    if not values:
+        return []
+    path = tmp_path / f"values-{hashlib.sha256(repr(values).encode()).hexdigest()[:12]}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return ["-f", path]
+
+
+def template_text(
+    helm: Path, tmp_path: Path, values: dict[str, Any] | None = None, *args: str
+) -> str:
+    cmd = [helm, "template", RELEASE, CHART, "--namespace", NAMESPACE]
+    return run([*cmd, *values_args(tmp_path, values), *args]).stdout
+
+
+def render(
+    helm: Path, tmp_path: Path, values: dict[str, Any] | None = None, *args: str
+) -> list[dict]:
+    text = template_text(helm, tmp_path, values, *args)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def nested(path: str, value: Any) -> dict[str, Any]:
+    for key in reversed(path.split(".")):
+        value = {key: value}
+    return value
+
+
+def worker(docs: list[dict]) -> dict:
+    return one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+# --- the tools themselves -------------------------------------------------------------------
+
+
+def test_helm_is_the_pinned_version(helm: Path) -> None:
+    out = run([helm, "version", "--short"]).stdout
+    assert out.startswith(pins()["HELM_VERSION"] + "+") or out.strip() == pins()["HELM_VERSION"]
+
+
+def test_helm_assumes_a_current_kubernetes(helm: Path, tmp_path: Path) -> None:
+    # Built without helm's Makefile ldflags, helm would assume Kubernetes 1.20 and refuse the
+    # chart's kubeVersion; the installer sets them from helm's client-go.
+    docs = render(helm, tmp_path, None, "--show-only", "templates/deployment.yaml")
+    assert one(docs, "Deployment")
+
+
+# --- lint and render ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [None, ALL_ON], ids=["defaults", "all-on"])
+def test_lint_strict(helm: Path, tmp_path: Path, values: dict | None) -> None:
+    proc = run([helm, "lint", "--strict", CHART, *values_args(tmp_path, values)], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout
+
+
+def test_defaults_render_only_the_core(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    assert kinds == [
+        ("ConfigMap", "lr-leadrouter-config"),
+        ("Deployment", "lr-leadrouter"),
+        ("Service", "lr-leadrouter-metrics"),
+        ("ServiceAccount", "lr-leadrouter"),
+    ]
+    assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs)
+
+
+OPTIONAL_PARTS = [
+    ("metrics.serviceMonitor.enabled", [("ServiceMonitor", "lr-leadrouter")]),
+    ("metrics.prometheusRule.enabled", [("PrometheusRule", "lr-leadrouter")]),
+    ("metrics.grafanaDashboard.enabled", [("ConfigMap", "lr-leadrouter-dashboards")]),
+    ("autoscaling.enabled", [("HorizontalPodAutoscaler", "lr-leadrouter")]),
+    ("podDisruptionBudget.enabled", [("PodDisruptionBudget", "lr-leadrouter")]),
+    (
+        "topicsJob.enabled",
+        [("ConfigMap", "lr-leadrouter-topics-config"), ("Job", "lr-leadrouter-topics")],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("switch", "resources"), OPTIONAL_PARTS, ids=[p[0] for p in OPTIONAL_PARTS]
+)
+def test_optional_part_renders_only_when_enabled(
+    helm: Path, tmp_path: Path, switch: str, resources: list[tuple[str, str]]
+) -> None:
+    def present(docs: list[dict]) -> set[tuple[str, str]]:
+        return {(d["kind"], d["metadata"]["name"]) for d in docs} & set(resources)
+
+    assert present(render(helm, tmp_path)) == set(), "rendered with default values"
+    assert present(render(helm, tmp_path, nested(switch, False))) == set(), "rendered when disabled"
+    assert present(render(helm, tmp_path, nested(switch, True))) == set(resources)
+
+
+def test_all_on_renders_every_part(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, ALL_ON)
+    kinds = {d["kind"] for d in docs}
+    assert kinds == {
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Job",
+    }
+    assert "replicas" not in one(docs, "Deployment")["spec"], "the HPA owns the replica count"
+
+
+def test_no_secret_is_ever_rendered(helm: Path, tmp_path: Path) -> None:
+    for values in (None, ALL_ON):
+        assert by_kind(render(helm, tmp_path, values), "Secret") == []
+
+
+# --- schema validation of the rendered manifests --------------------------------------------
+
+
+@pytest.mark.parametrize("kube_version", pins()["KUBERNETES_SCHEMA_VERSIONS"].split())
+def test_manifests_match_kubernetes_and_crd_schemas(
+    helm: Path,
+    kubeconform: Path,
+    kubernetes_schemas: Path,
+    crd_schemas: Path,
+    tmp_path: Path,
+    kube_version: str,
+) -> None:
+    manifests = []
+    for name, values in (("defaults", None), ("all-on", ALL_ON)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(template_text(helm, tmp_path, values, "--kube-version", kube_version))
+        manifests.append(path)
+    results = kubeconform_results(
+        kubeconform, kubernetes_schemas, crd_schemas, kube_version, manifests
+    )
+    bad = [r for r in results if r["status"] != "statusValid"]
+    assert bad == [], json.dumps(bad, indent=2)
+    rendered = [d["kind"] for path in manifests for d in yaml.safe_load_all(path.read_text()) if d]
+    assert sorted(r["kind"] for r in results) == sorted(rendered), "every manifest validated"
+    assert {"ServiceMonitor", "PrometheusRule"} <= {r["kind"] for r in results}
+
+
+def kubeconform_results(
+    kubeconform: Path, k8s: Path, crds: Path, kube_version: str, files: list[Path]
+) -> list[dict]:
+    proc = run(
+        [
+            kubeconform,
+            "-strict",
+            "-verbose",
+            "-output",
+            "json",
+            "-kubernetes-version",
+            kube_version,
+            "-schema-location",
+            f"{k8s}/{{{{ .NormalizedKubernetesVersion }}}}-local{{{{ .StrictSuffix }}}}"
+            "/{{ .ResourceKind }}{{ .KindSuffix }}.json",
+            "-schema-location",
+            f"{crds}/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_{{{{ .ResourceAPIVersion }}}}.json",
+            *files,
+        ],
+        check=False,
+    )
+    return json.loads(proc.stdout)["resources"]
+
+
+def test_schema_validation_rejects_broken_manifests(
+    helm: Path, kubeconform: Path, kubernetes_schemas: Path, crd_schemas: Path, tmp_path: Path
+) -> None:
+    # The control: the same validation fails on a manifest that Kubernetes would reject, for a
+    # built-in kind and for each CRD, so a passing run above means something.
+    docs = render(helm, tmp_path, ALL_ON)
+    one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"][0][
+        "containerPort"
+    ] = "x"
+    one(docs, "Service")["spec"]["selectr"] = {}
+    one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["intervl"] = "30s"
+    one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"] = "not a list"
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    version = pins()["KUBERNETES_SCHEMA_VERSIONS"].split()[-1]
+    results = kubeconform_results(kubeconform, kubernetes_schemas, crd_schemas, version, [path])
+    invalid = {r["kind"] for r in results if r["status"] == "statusInvalid"}
+    assert invalid == {"Deployment", "Service", "ServiceMonitor", "PrometheusRule"}
+
+
+# --- selectors and labels -------------------------------------------------------------------
+
+
+def selectors(docs: list[dict]) -> dict[str, dict]:
+    found = {}
+    for d in docs:
+        kind, spec = d["kind"], d.get("spec", {})
+        if kind in ("Deployment", "PodDisruptionBudget", "ServiceMonitor"):
+            found[kind] = spec["selector"]["matchLabels"]
+        elif kind == "Service":
+            found[kind] = spec["selector"]
+        if kind == "Deployment":
+            for i, c in enumerate(spec["template"]["spec"].get("topologySpreadConstraints", [])):
+                found[f"topologySpreadConstraints[{i}]"] = c["labelSelector"]["matchLabels"]
+    return found
+
+
+def test_selectors_are_the_stable_selector_labels(helm: Path, tmp_path: Path) -> None:
+    variants = [
+        None,
+        ALL_ON,
+        # Nothing that changes between upgrades may move a selector (they are immutable).
+        {"image": {"tag": "9.9.9"}, "commonLabels": {"a": "b"}, "podLabels": {"c": "d"}},
+    ]
+    for values in variants:
+        found = selectors(render(helm, tmp_path, values))
+        assert found, "no selector found"
+        for where, labels in found.items():
+            assert labels == WORKER_SELECTOR, f"{where} with {values and list(values)}"
+    assert len(selectors(render(helm, tmp_path, ALL_ON))) == 5
+
+
+def test_every_resource_has_the_standard_labels(helm: Path, tmp_path: Path) -> None:
+    for d in render(helm, tmp_path, ALL_ON):
+        labels = d["metadata"]["labels"]
+        assert labels["helm.sh/chart"] == "leadrouter-" + chart()["version"], d["kind"]
+        assert labels["app.kubernetes.io/name"] == "leadrouter"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/version"] == chart()["appVersion"]
+        assert labels["cost-center"] == "sales"
+
+
+def test_pods_carry_their_selector_and_the_job_pod_is_not_a_worker(
+    helm: Path, tmp_path: Path
+) -> None:
+    docs = render(helm, tmp_path, ALL_ON)
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert WORKER_SELECTOR.items() <= pod_labels.items()
+    assert pod_labels["team"] == "revops"
+    job_labels = one(docs, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert not WORKER_SELECTOR.items() <= job_labels.items(), "the worker Service would select it"
+    assert job_labels["app.kubernetes.io/component"] == "topics"
+
+
+# --- the worker pod -------------------------------------------------------------------------
+
+
+def test_worker_pod_follows_the_worker_contract(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = worker(docs)
+    assert c["image"] == f"leadrouter:{chart()['appVersion']}"
+    assert c.get("command") is None and c["args"] == ["worker"], (
+        "the image's entrypoint is leadrouter"
+    )
+    assert c["ports"] == [{"name": "http-metrics", "containerPort": 9464, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-metrics"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert "resources" not in c, "resources are unset by default"
+    env = env_of(c)
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert env["LEADROUTER_CONFIG_DIR"]["value"] == mounts["config"] == "/etc/leadrouter"
+    assert env["LEADROUTER_DATA_DIR"]["value"] == mounts["data"]
+    assert env["LEADROUTER_METRICS_HOST"]["value"] == "0.0.0.0"
+    assert env["LEADROUTER_METRICS_PORT"]["value"] == "9464"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "lr-leadrouter-config"
+    assert volumes["data"]["emptyDir"] == {}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    service = one(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http-metrics"
+
+
+def test_probe_and_image_settings_are_configurable(helm: Path, tmp_path: Path) -> None:
+    values = {
+        "image": {"repository": "registry.example.com/leadrouter", "tag": "1.2.3"},
+        "readinessProbe": {"enabled": False},
+        "livenessProbe": {"failureThreshold": 9},
+        "terminationGracePeriodSeconds": 120,
+        "metrics": {"port": 9500},
+    }
+    docs = render(helm, tmp_path, values)
+    c = worker(docs)
+    assert c["image"] == "registry.example.com/leadrouter:1.2.3"
+    assert "readinessProbe" not in c
+    assert c["livenessProbe"]["failureThreshold"] == 9
+    assert c["ports"][0]["containerPort"] == 9500
+    assert env_of(c)["LEADROUTER_METRICS_PORT"]["value"] == "9500"
+    assert (
+        one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 120
+    )
+    digest = "sha256:" + "0" * 64
+    pinned = worker(render(helm, tmp_path, {"image": {"digest": digest}}))
+    assert pinned["image"] == f"leadrouter@{digest}"
+
+
+def test_broker_connection_comes_from_the_existing_secret(helm: Path, tmp_path: Path) -> None:
+    env = env_of(worker(render(helm, tmp_path)))
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
+    assert refs == {
+        "KAFKA_BOOTSTRAP_SERVERS": {"name": "lr-leadrouter-kafka", "key": "bootstrap-servers"},
+        "LEADROUTER_KAFKA_SECURITY_PROTOCOL": {
+            "name": "lr-leadrouter-kafka",
+            "key": "security-protocol",
+            "optional": True,
+        },
+        "LEADROUTER_KAFKA_SASL_MECHANISM": {
+            "name": "lr-leadrouter-kafka",
+            "key": "sasl-mechanism",
+            "optional": True,
+        },
+        "LEADROUTER_KAFKA_SASL_USERNAME": {
+            "name": "lr-leadrouter-kafka",
+            "key": "sasl-username",
+            "optional": True,
+        },
+        "LEADROUTER_KAFKA_SASL_PASSWORD": {
+            "name": "lr-leadrouter-kafka",
+            "key": "sasl-password",
+            "optional": True,
+        },
+    }
+    assert "LEADROUTER_KAFKA_SSL_CAFILE" not in env and "LEADROUTER_TOPIC_PREFIX" not in env
+
+    values = {
+        "kafka": {
+            "existingSecret": "kafka-credentials",
+            "secretKeys": {"saslMechanism": "", "bootstrapServers": "brokers"},
+            "caSecret": {"name": "kafka-ca", "key": "ca.pem"},
+            "topicPrefix": "prod.",
+        }
+    }
+    for docs_kind in ("Deployment", "Job"):
+        docs = render(helm, tmp_path, deep_merge(values, {"topicsJob": {"enabled": True}}))
+        pod = one(docs, docs_kind)["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        env = env_of(c)
+        assert env["KAFKA_BOOTSTRAP_SERVERS"]["valueFrom"]["secretKeyRef"] == {
+            "name": "kafka-credentials",
+            "key": "brokers",
+        }
+        assert "LEADROUTER_KAFKA_SASL_MECHANISM" not in env
+        assert env["LEADROUTER_KAFKA_SSL_CAFILE"]["value"] == "/etc/leadrouter-kafka-ca/ca.pem"
+        assert env["LEADROUTER_TOPIC_PREFIX"]["value"] == "prod."
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["kafka-ca"]["mountPath"] == "/etc/leadrouter-kafka-ca"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["kafka-ca"]["secret"] == {
+            "secretName": "kafka-ca",
+            "items": [{"key": "ca.pem", "path": "ca.pem"}],
+        }
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+def repo_config() -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((REPO / "config").glob("*.yaml"))}
+
+
+def test_chart_config_files_are_the_repo_config_files() -> None:
+    chart_files = {
+        p.name: p.read_text() for p in sorted((CHART / "files" / "config").glob("*.yaml"))
+    }
+    assert set(repo_config()) >= {"settings.yaml", "scoring.yaml", "routing.yaml", "reps.yaml"}
+    assert chart_files == repo_config(), (
+        "helm/leadrouter/files/config/ must equal config/ (helm cannot read outside the chart): "
+        "cp config/*.yaml helm/leadrouter/files/config/"
+    )
+
+
+def test_configmap_defaults_to_the_repo_config(helm: Path, tmp_path: Path) -> None:
+    data = one(render(helm, tmp_path), "ConfigMap", "lr-leadrouter-config")["data"]
+    assert data == repo_config()
+
+
+def test_config_file_override_replaces_that_file_only(helm: Path, tmp_path: Path) -> None:
+    routing = "# routed by hand\nqueues: {}\nrules: []\ndefault_queue: smb\n"
+    data = one(
+        render(helm, tmp_path, {"config": {"routing": routing}}),
+        "ConfigMap",
+        "lr-leadrouter-config",
+    )["data"]
+    assert data == {**repo_config(), "routing.yaml": routing}
+
+
+def checksum(docs: list[dict]) -> str:
+    return one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_config_checksum_rolls_the_pods_on_config_change_only(helm: Path, tmp_path: Path) -> None:
+    base = checksum(render(helm, tmp_path))
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+    assert checksum(render(helm, tmp_path)) == base, "stable across renders"
+    assert (
+        checksum(render(helm, tmp_path, {"replicaCount": 3, "podAnnotations": {"a": "b"}})) == base
+    )
+    for key in ("settings", "scoring", "routing", "reps"):
+        changed = checksum(render(helm, tmp_path, {"config": {key: f"# {key} changed\nx: 1\n"}}))
+        assert changed != base, key
+
+
+def test_topics_job_is_a_pre_install_and_pre_upgrade_hook(helm: Path, tmp_path: Path) -> None:
+    docs = render(
+        helm, tmp_path, {"topicsJob": {"enabled": True}, "config": {"settings": "a: 1\n"}}
+    )
+    job = one(docs, "Job")
+    hook_cm = one(docs, "ConfigMap", "lr-leadrouter-topics-config")
+    for d in (job, hook_cm):
+        assert d["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert "before-hook-creation" in d["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    weight = int(hook_cm["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert weight < int(job["metadata"]["annotations"]["helm.sh/hook-weight"]), (
+        "config exists first"
+    )
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["args"] == ["topics", "apply"]
+    assert pod["restartPolicy"] == "Never"
+    assert "serviceAccountName" not in pod, (
+        "the chart's ServiceAccount does not exist before install"
+    )
+    assert "resources" not in c
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "lr-leadrouter-topics-config"
+    assert env_of(c)["LEADROUTER_CONFIG_DIR"]["value"] == "/etc/leadrouter"
+    assert hook_cm["data"] == one(docs, "ConfigMap", "lr-leadrouter-config")["data"]
+    assert hook_cm["data"]["settings.yaml"] == "a: 1\n"
+
+
+# --- monitoring -----------------------------------------------------------------------------
+
+
+def test_prometheus_rule_is_the_alert_rules_file(helm: Path, tmp_path: Path) -> None:
+    rules_file = CHART / "rules" / "leadrouter-alerts.yaml"
+    rule = one(
+        render(helm, tmp_path, {"metrics": {"prometheusRule": {"enabled": True}}}), "PrometheusRule"
+    )
+    assert rule["spec"] == yaml.safe_load(rules_file.read_text())
+    assert rule["spec"]["groups"], "the rules file has groups"
+
+
+def test_service_monitor_scrapes_the_metrics_service(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, ALL_ON)
+    monitor = one(docs, "ServiceMonitor")
+    service = one(docs, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+
+
+def test_dashboard_configmap_carries_the_dashboards_for_the_sidecar(
+    helm: Path, tmp_path: Path
+) -> None:
+    dashboards = {p.name: p.read_text() for p in sorted((CHART / "dashboards").glob("*.json"))}
+    assert dashboards, "helm/leadrouter/dashboards/*.json"
+    values = {"metrics": {"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}}
+    cm = one(render(helm, tmp_path, values), "ConfigMap", "lr-leadrouter-dashboards")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["data"] == dashboards
+    for text in cm["data"].values():
+        json.loads(text)
+
+
+def test_hpa_and_pdb_target_the_worker(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, ALL_ON)
+    hpa = one(docs, "HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "lr-leadrouter",
+    }
+    assert {m["resource"]["name"] for m in hpa["metrics"]} == {"cpu", "memory"}
+    pdb = one(docs, "PodDisruptionBudget")["spec"]
+    assert pdb["maxUnavailable"] == 1 and "minAvailable" not in pdb
+    pct = one(
+        render(helm, tmp_path, {"podDisruptionBudget": {"enabled": True, "minAvailable": "50%"}}),
+        "PodDisruptionBudget",
+    )
+    assert pct["spec"]["minAvailable"] == "50%" and "maxUnavailable" not in pct["spec"]
+
+
+# --- values: schema and documentation -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--set", "replicas=2"],  # unknown top-level key (the value is replicaCount)
+        ["--set", "image.name=x"],  # unknown nested key
+        ["--set", "metrics.serviceMonitor.intervl=30s"],
+        ["--set", "replicaCount=two"],  # wrong type
+        ["--set", "metrics.serviceMonitor.enabled=yes"],
+        ["--set", "resources.requests.cpu=lots"],
+        ["--set", "kafka.secretKeys.bootstrapServers="],
+        ["--set", "podDisruptionBudget.maxUnavailable=some"],
+        ["--set", "image.pullPolicy=Sometimes"],
+        ["--set-json", 'config={"settings": {"kafka": {}}}'],  # config files are text
+    ],
+    ids=lambda a: a[1],
+)
+def test_values_schema_rejects_unknown_keys_and_wrong_types(helm: Path, args: list[str]) -> None:
+    proc = run([helm, "template", RELEASE, CHART, *args], check=False)
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+
+
+def test_values_schema_closes_every_object() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(node: dict, where: str) -> None:
+        if node.get("type") == "object" and "properties" in node:
+            assert node.get("additionalProperties") is False, where
+            for name, sub in node["properties"].items():
+                walk(sub, f"{where}.{name}")
+
+    walk(schema, "values")
+    assert set(schema["properties"]) - {"global"} == set(
+        yaml.safe_load((CHART / "values.yaml").read_text())
+    )
+
+
+def test_every_value_is_documented_by_a_comment_naming_it() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z][A-Za-z0-9]*):", line)
+        if not m:
+            continue
+        indent, key = m.groups()
+        # The comment block right above the key; its first line starts with the key's name.
+        j = i
+        while j > 0 and lines[j - 1].startswith(indent + "#"):
+            j -= 1
+        if j == i or not re.match(rf"^{indent}# {key}\b", lines[j]):
+            undocumented.append(f"values.yaml:{i + 1}: {key}")
+    assert undocumented == []
+
+
+def test_values_are_camel_case_and_strings_quoted() -> None:
+    text = (CHART / "values.yaml").read_text()
+    for line in text.splitlines():
+        m = re.match(r"^\s*([A-Za-z0-9_]+):\s*(.*)$", line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        key, value = m.groups()
+        assert re.fullmatch(r"[a-z][A-Za-z0-9]*", key), f"not camelCase: {key}"
+        scalar = yaml.safe_load(value) if value else None
+        if isinstance(scalar, str):
+            assert value.startswith('"'), f"unquoted string: {line.strip()}"
+
+
+# --- chart metadata, notes, packaging, image ------------------------------------------------
+
+
+@cache
+def chart() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+
+def render_notes(helm: Path, tmp_path: Path, values: dict | None) -> str:
+    """NOTES.txt as `helm install` prints it (which needs a cluster): rendered by tpl in a
+    throwaway copy of the chart, with the same values and release."""
+    copy = tmp_path / "chart-copy"
+    shutil.copytree(CHART, copy, dirs_exist_ok=True)
+    shutil.copy(CHART / "templates" / "NOTES.txt", copy / "notes-under-test.txt")
+    (copy / "templates" / "zz-notes.yaml").write_text(
+        'notes: {{ tpl (.Files.Get "notes-under-test.txt") . | toJson }}\n'
+    )
+    cmd = [
+        helm,
+        "template",
+        RELEASE,
+        copy,
+        "--namespace",
+        NAMESPACE,
+        "--show-only",
+        "templates/zz-notes.yaml",
+    ]
+    out = run([*cmd, *values_args(tmp_path, values)]).stdout
+    return yaml.safe_load(out)["notes"]
+
+
+def test_notes_tell_how_to_create_the_secret_and_reach_metrics(helm: Path, tmp_path: Path) -> None:
+    notes = render_notes(helm, tmp_path, None)
+    assert f"kubectl --namespace {NAMESPACE} create secret generic lr-leadrouter-kafka" in notes
+    assert "--from-literal=bootstrap-servers=" in notes
+    assert "port-forward service/lr-leadrouter-metrics 9464" in notes
+    assert "leadrouter topics apply" in notes
+    assert "WARNING" not in notes
+    notes = render_notes(
+        helm, tmp_path, {"autoscaling": {"enabled": True}, "topicsJob": {"enabled": True}}
+    )
+    assert "WARNING: autoscaling on CPU utilization needs resources.requests.cpu" in notes
+    assert "exec deploy/" not in notes
+
+
+def test_chart_packages_with_its_rules_and_config(helm: Path, tmp_path: Path) -> None:
+    run([helm, "package", CHART, "--destination", tmp_path])
+    (package,) = tmp_path.glob("leadrouter-*.tgz")
+    listing = run(["tar", "tzf", package]).stdout.split()
+    assert "leadrouter/rules/leadrouter-alerts.yaml" in listing
+    assert "leadrouter/values.schema.json" in listing
+    assert {f"leadrouter/files/config/{name}" for name in repo_config()} <= set(listing)
+    assert not [n for n in listing if n.endswith(".test.yaml")], "promtool tests stay out"
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            instruction, _, rest = line.strip().partition(" ")
+            out.append((instruction.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_builds_the_image_the_chart_runs() -> None:
+    final = dockerfile()
+    final = final[max(i for i, (ins, _) in enumerate(final) if ins == "FROM") :]
+    instr = {ins: rest for ins, rest in final}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert json.loads(instr["ENTRYPOINT"]) == ["leadrouter"]
+    assert json.loads(instr["CMD"]) == ["worker"]
+    uid = values["podSecurityContext"]["runAsUser"]
+    assert instr["USER"] == f"{uid}:{values['podSecurityContext']['runAsGroup']}"
+    assert instr["EXPOSE"] == str(values["metrics"]["port"])
+    env = dict(re.findall(r"(\w+)=(\S+)", instr["ENV"]))
+    assert env["LEADROUTER_METRICS_PORT"] == str(values["metrics"]["port"])
+    assert env["LEADROUTER_CONFIG_DIR"] == "/etc/leadrouter"
+    assert env["LEADROUTER_DATA_DIR"] == "/var/lib/leadrouter"
+    ignored = (REPO / ".dockerignore").read_text().split()
+    for needed in ("pyproject.toml", "constraints.txt", "workers/", "topics/", "config/"):
+        assert f"!{needed}" in ignored, f".dockerignore leaves out {needed}"
