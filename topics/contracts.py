@@ -7,6 +7,7 @@ fields are kept and ignored. Pure functions: no Kafka here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 import pycountry
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 FORM_FILL = "form_fill"
 EMAIL_EVENT = "email_event"
@@ -114,12 +115,33 @@ def _time(event: dict[str, Any], now: float) -> float:
     return when.timestamp()
 
 
+# Plain ASCII addresses (nearly all of them) that email-validator would accept unchanged;
+# anything else (quoting, IDN, odd domains) is decided by email-validator itself.
+_PLAIN_EMAIL = re.compile(
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+)
+
+
+def _plain(candidate: str) -> bool:
+    if not _PLAIN_EMAIL.fullmatch(candidate):
+        return False
+    local, _, domain = candidate.rpartition("@")
+    return (
+        len(local) <= 64
+        and "--" not in domain  # punycode and its look-alikes: the library decides
+        and domain.rpartition(".")[2] not in SPECIAL_USE_DOMAIN_NAMES
+    )
+
+
 @lru_cache(maxsize=65536)
 def normalise_email(raw: str) -> str | None:
     """Trimmed, lower-cased, syntax-checked address, or None; cached because leads repeat."""
     candidate = raw.strip().lower()
     if len(candidate) > 254 or "@" not in candidate:
         return None
+    if _plain(candidate):
+        return candidate
     try:
         return validate_email(candidate, check_deliverability=False).normalized.lower()
     except EmailNotValidError:

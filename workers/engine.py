@@ -17,7 +17,9 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -31,6 +33,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from kafka.errors import KafkaError as KafkaPythonError
+from kafka.partitioner.default import murmur2
 
 from topics import catalogue as cat
 from topics.contracts import Invalid
@@ -47,6 +50,20 @@ LAG_EVERY = 5.0
 RESTORE_DEADLINE = 180.0
 
 
+@lru_cache(maxsize=131072)
+def _key_hash(key: str) -> int:
+    return murmur2(key.encode()) & 0x7FFFFFFF
+
+
+def owner_partition(key: str, partitions: int) -> int:
+    """The internal partition that owns `key`: Kafka's own murmur2 key partitioning."""
+    return _key_hash(key) % partitions
+
+
+def _sent_at(msg: Message) -> int:
+    return msg.timestamp()[1]
+
+
 class Worker:
     def __init__(
         self,
@@ -61,6 +78,7 @@ class Worker:
         self.settings = s
         self.clock = clock
         self.metrics = metrics or Metrics(s.metrics.sources, s.metrics.campaigns)
+        self.metrics.declare(config.routing.queues, [r.name for r in config.routing.rules])
         self.health = Health()
         self.serve_metrics = serve_metrics
         self.accounts = AccountBook()
@@ -77,6 +95,8 @@ class Worker:
         self.max_bytes = s.ingest.max_event_bytes
         self.batch_size = s.ingest.batch_size
         self.states: dict[int, PartitionState] = {}
+        self.local: deque[tuple[int, str, dict[str, Any]]] = deque()
+        self.internal_partitions = 0
         self.timers: dict[int, list[tuple[float, str]]] = {}
         self.changelog_offsets: dict[int, int] = {}
         self.delivery_errors: list[str] = []
@@ -87,7 +107,6 @@ class Worker:
         self.accounts_reader: Consumer | None = None
         self.base_conf = librdkafka_config(s)
         self.instance = instance_id(s)
-        self._last_lag = 0.0
         self.routed_count = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -126,6 +145,9 @@ class Worker:
         admin.ensure_topics(self.config)
         self._open_clients()
         self._load_accounts()
+        assert self.consumer is not None
+        meta = self.consumer.list_topics(self.internal_topic, timeout=30)
+        self.internal_partitions = len(meta.topics[self.internal_topic].partitions)
         topics = [*self.input_kinds, self.internal_topic]
         assert self.consumer is not None
         self.consumer.subscribe(
@@ -144,10 +166,6 @@ class Worker:
             due = self._due_timers(self.clock())
             if batch or due:
                 self._process(batch, due)
-            now = time.monotonic()
-            if now - self._last_lag > LAG_EVERY:
-                self._last_lag = now
-                self._update_lag()
         self.consumer.close()  # leaves the group now, so partitions move without a timeout
         self.consumer = None
 
@@ -192,6 +210,8 @@ class Worker:
                 "heartbeat.interval.ms": 1000,
                 "max.poll.interval.ms": 300000,
                 "queued.max.messages.kbytes": 65536,
+                "statistics.interval.ms": int(LAG_EVERY * 1000),
+                "stats_cb": self._stats,
             }
         )
 
@@ -354,6 +374,9 @@ class Worker:
             producer.begin_transaction()
         offsets: dict[tuple[str, int], int] = {}
         now = self.clock()
+        # Topics are fetched partition by partition; the send time puts an ad click ahead of
+        # the form fill that followed it even when they arrive in one batch.
+        batch.sort(key=_sent_at)
         internal = self.internal_topic
         counted = 0
         for msg in batch:
@@ -369,10 +392,12 @@ class Worker:
                 self._desk(msg)
             else:
                 self._ingest(msg, topic, now)
+            self._drain_local()
         for p, lead_id in due:
             state = self.states.get(p)
             if state is not None:
                 self.desk.on_sla_due(lead_id, state)
+        self._drain_local()
         writes = {p: s.pending() for p, s in self.states.items() if s.dirty}
         for p, changes in writes.items():
             for key, value in changes.items():
@@ -437,37 +462,74 @@ class Worker:
         if isinstance(result, Invalid):
             self._deadletter(msg, result.reason, result.detail, self.topic_label[topic])
             return
-        key, record = result
-        self._produce(self.internal_topic, key.encode(), orjson.dumps(record))
+        self._hand_over(*result)
 
-    def _deadletter(self, msg: Message, reason: str, detail: str, topic_label: str) -> None:
-        headers = list(msg.headers() or [])
+    def _hand_over(self, key: str, record: dict[str, Any]) -> None:
+        """Send a record to the partition that owns its key. When that partition is ours it is
+        handled in this same batch and transaction: the round trip through the internal topic
+        only happens between workers."""
+        p = owner_partition(key, self.internal_partitions)
+        if p in self.states:
+            self.local.append((p, key, record))
+        else:
+            self._produce(self.internal_topic, key.encode(), orjson.dumps(record), partition=p)
+
+    def _drain_local(self) -> None:
+        local = self.local
+        while local:
+            p, key, record = local.popleft()
+            self._handle(p, key, record, None)
+
+    def _deadletter(
+        self,
+        msg: Message | None,
+        reason: str,
+        detail: str,
+        topic_label: str,
+        parked: tuple[int, str, dict[str, Any]] | None = None,
+    ) -> None:
+        if msg is not None:
+            key, value = msg.key(), msg.value()
+            headers = list(msg.headers() or [])
+            source = (msg.topic(), msg.partition(), msg.offset())
+        else:  # a record handed over inside this worker: it never had an offset
+            assert parked is not None
+            key, value, headers = parked[1].encode(), orjson.dumps(parked[2]), []
+            source = (self.internal_topic, parked[0], -1)
         headers += [
             ("error.reason", reason.encode()),
             ("error.detail", detail.encode("utf-8", "replace")[:1000]),
-            ("source.topic", msg.topic().encode()),
-            ("source.partition", str(msg.partition()).encode()),
-            ("source.offset", str(msg.offset()).encode()),
+            ("source.topic", source[0].encode()),
+            ("source.partition", str(source[1]).encode()),
+            ("source.offset", str(source[2]).encode()),
         ]
-        self._produce(self.deadletter_topic, msg.key(), msg.value(), headers=headers)
-        self.metrics.event(topic_label, "invalid")
+        self._produce(self.deadletter_topic, key, value, headers=headers)
+        if topic_label != "internal":
+            self.metrics.event(topic_label, "invalid")
         self.metrics.deadletter(reason)
 
     def _desk(self, msg: Message) -> None:
-        p = msg.partition()
-        state = self.states.get(p)
-        if state is None:  # not ours any more: a rebalance raced this batch
-            return
         key = msg.key().decode() if msg.key() else ""
         try:
             record = orjson.loads(msg.value())
+        except orjson.JSONDecodeError as exc:
+            self._deadletter(msg, "processing_error", str(exc), "internal")
+            return
+        self._handle(msg.partition(), key, record, msg)
+
+    def _handle(self, p: int, key: str, record: dict[str, Any], msg: Message | None) -> None:
+        state = self.states.get(p)
+        if state is None:  # not ours any more: a rebalance raced this batch
+            return
+        try:
             effects = self.desk.handle(key, record, state)
         except Exception as exc:  # a bug must not stop the stream: park the record
-            log.exception("internal record at %s[%d]@%d failed", msg.topic(), p, msg.offset())
-            self._deadletter(msg, "processing_error", f"{type(exc).__name__}: {exc}", "internal")
+            log.exception("internal record for partition %d failed", p)
+            why = f"{type(exc).__name__}: {exc}"
+            self._deadletter(msg, "processing_error", why, "internal", (p, key, record))
             return
-        for out_key, record in effects.internal:
-            self._produce(self.internal_topic, out_key.encode(), orjson.dumps(record))
+        for out_key, out in effects.internal:
+            self._hand_over(out_key, out)
         for queue, lead_id, routed in effects.published:
             self._produce(
                 self.routed_topics[queue],
@@ -479,21 +541,24 @@ class Worker:
         for timer in effects.timers:
             heapq.heappush(self.timers.setdefault(p, []), timer)
 
-    def _update_lag(self) -> None:
-        consumer = self.consumer
-        if consumer is None:
-            return
+    def _stats(self, raw: str) -> None:
+        """librdkafka's periodic statistics carry each assigned partition's lag: no extra
+        broker round trips on the processing thread."""
         try:
-            positions = consumer.position(consumer.assignment())
-        except KafkaException:
+            stats = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             return
         lag: dict[str, int] = {}
-        for tp in positions:
-            low, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
-            if high < 0:
-                continue
-            pos = tp.offset if tp.offset >= 0 else low
-            name = tp.topic[len(self.prefix) :] if tp.topic.startswith(self.prefix) else tp.topic
-            lag[name] = lag.get(name, 0) + max(0, high - pos)
+        for topic, info in (stats.get("topics") or {}).items():
+            name = topic[len(self.prefix) :] if topic.startswith(self.prefix) else topic
+            for pid, part in (info.get("partitions") or {}).items():
+                if pid == "-1" or part.get("fetch_state") not in ("active", "offset-query"):
+                    continue
+                end = part.get("ls_offset" if self.exactly_once else "hi_offset", -1)
+                position = part.get("app_offset", -1)
+                if position < 0:
+                    position = part.get("committed_offset", -1)
+                if end >= 0 and position >= 0:
+                    lag[name] = lag.get(name, 0) + max(0, end - position)
         for name, value in lag.items():
             self.metrics.consumer_lag.labels(name).set(value)

@@ -17,6 +17,14 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SALES_BUCKETS = (30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200, 604800)
 CONVERSION_BUCKETS = (3600, 14400, 86400, 259200, 604800, 1209600, 2592000, 7776000)
 SCORE_BUCKETS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+DISQUALIFY_REASONS = (
+    "unsubscribed",
+    "bounced",
+    "spam_complaint",
+    "competitor",
+    "disposable",
+    "no_consent",
+)
 CHANNEL_TOPIC = {
     "form": "marketing.form-fills",
     "email": "marketing.email-events",
@@ -122,6 +130,27 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def declare(self, queues: Iterable[str], rules: Iterable[str]) -> None:
+        """Create the known label sets at zero, so a first breach or a quiet topic shows as
+        a change from 0 rather than a series that appears from nowhere."""
+        from topics.contracts import REASONS
+
+        for topic in (*CHANNEL_TOPIC.values(), "sales.activities"):
+            for outcome in ("ok", "invalid", "duplicate"):
+                self._child(self.events, topic, outcome)
+        for reason in (*REASONS, "processing_error"):
+            self._child(self.deadletters, reason)
+        for reason in DISQUALIFY_REASONS:
+            self._child(self.disqualified_c, reason)
+        for queue in queues:
+            self._child(self.sla_breaches, queue)
+            self._child(self.unassigned_c, queue, "no_rep_available")
+            self._child(self.speed_to_lead_h, queue)
+            for outcome in ("opportunity_created", "won", "lost"):
+                self._child(self.conversion_h, queue, outcome)
+        for topic in (*CHANNEL_TOPIC.values(), "sales.activities"):
+            self.consumer_lag.labels(topic).set(0)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)

@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from email_validator import validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from topics.contracts import Invalid, parse
+from topics.contracts import Invalid, _plain, parse
 
 NOW = time.time()
 MAX = 65536
@@ -88,3 +91,16 @@ def test_email_event_and_ad_click_and_activity():
     assert act["type"] == "won"
     missing = parse("sales_activity", orjson.dumps({**base, "type": "won"}), NOW, MAX)
     assert isinstance(missing, Invalid) and missing.reason == "missing_field"
+
+
+@given(
+    st.from_regex(
+        r"[a-z0-9._%+'!#-]{1,20}@[a-z0-9.-]{1,20}\.(com|io|de|co\.uk|test|local|x|xn--p1ai)",
+        fullmatch=True,
+    )
+)
+@settings(max_examples=1500, deadline=None)
+def test_fast_email_path_agrees_with_email_validator(address):
+    """The regex shortcut may only accept what the library accepts, unchanged."""
+    if _plain(address):
+        assert validate_email(address, check_deliverability=False).normalized == address

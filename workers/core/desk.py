@@ -8,6 +8,7 @@ State is a key-value view owned by one partition: leads by lead id, visitors by
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +66,11 @@ class Effects:
     internal: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     published: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     timers: list[tuple[float, str]] = field(default_factory=list)
+
+
+def seen_key(event_id: str) -> str:
+    """A short fixed-size fingerprint of an event id: the lead's dedupe memory stays small."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
 
 
 def iso(ts: float | None) -> str | None:
@@ -188,7 +194,7 @@ class LeadDesk:
         is_new = lead is None
         if lead is None:
             lead = {"id": lead_id, "state": "new", "seen": [], "touches": [], "flags": {}}
-        if touch["event_id"] in lead["seen"]:
+        if seen_key(touch["event_id"]) in lead["seen"]:
             self.recorder.duplicate(touch["ch"])
             return
         self._remember(lead, touch["event_id"])
@@ -228,7 +234,7 @@ class LeadDesk:
 
     def _remember(self, lead: dict[str, Any], event_id: str) -> None:
         seen = lead["seen"]
-        seen.append(event_id)
+        seen.append(seen_key(event_id))
         if len(seen) > self.config.settings.dedupe_window:
             del seen[: len(seen) - self.config.settings.dedupe_window]
 
@@ -518,7 +524,7 @@ class LeadDesk:
         if lead is None:
             self.recorder.activity(kind, "unknown_lead")
             return
-        if act["event_id"] in lead["seen"]:
+        if seen_key(act["event_id"]) in lead["seen"]:
             self.recorder.activity(kind, "duplicate")
             return
         self._remember(lead, act["event_id"])
