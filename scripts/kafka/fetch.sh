@@ -11,11 +11,17 @@ version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
 dest=$cache/kafka-$version
 # The stamp holds the pom's hash, so editing the pom (e.g. the log4j2 version) re-fetches.
 want=$(sha256sum "$pom" | cut -d' ' -f1)
-if [[ -f $dest/.complete && $(cat "$dest/.complete") == "$want" ]]; then exit 0; fi
+cached() { [[ -f $dest/.complete && $(cat "$dest/.complete") == "$want" ]]; }
+if cached; then exit 0; fi
 
+mkdir -p "$cache"
+# One fetch at a time (e.g. `make tools` and a test run on a fresh machine): the later one
+# waits, then finds the jars in place. This also keeps Maven's local repo single-writer.
+exec 9>"$cache/.kafka-fetch.lock"
+flock 9
+if cached; then exit 0; fi
 command -v mvn >/dev/null || { echo "fetch.sh: mvn not found (Java 17 + Maven are required)" >&2; exit 1; }
 echo "Fetching Apache Kafka $version jars into $dest ..."
-mkdir -p "$cache"
 # Build in a scratch dir and swap it in at the end, so an interrupted fetch never
 # leaves a half-filled libs/ that looks usable.
 tmp=$(mktemp -d "$cache/.kafka-$version.XXXXXX")
