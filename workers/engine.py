@@ -190,11 +190,13 @@ class Worker:
         if guarantee != "at_least_once":
             try:
                 self.producer.init_transactions(30)
-                self.exactly_once = True
+                self.exactly_once = guarantee == "exactly_once" or self._transactions_work()
+                if not self.exactly_once:
+                    raise KafkaException("a committed transaction was not readable")
             except KafkaException as exc:
                 if guarantee == "exactly_once":
                     raise
-                log.warning("broker refused transactions (%s): using at_least_once", exc)
+                log.warning("broker transactions unusable (%s): using at_least_once", exc)
                 self.producer = Producer(
                     {k: v for k, v in producer_conf.items() if not k.startswith("transaction")}
                 )
@@ -214,6 +216,41 @@ class Worker:
                 "stats_cb": self._stats,
             }
         )
+
+    def _transactions_work(self) -> bool:
+        """Some Kafka-compatible brokers accept transactions but never expose them to
+        read_committed readers: commit a tombstone to the changelog and read it back."""
+        assert self.producer is not None
+        delivered: list[Message] = []
+        self.producer.begin_transaction()
+        self.producer.produce(
+            self.changelog_topic,
+            None,
+            b"\x00probe",
+            0,
+            on_delivery=lambda err, msg: delivered.append(msg) if err is None else None,
+        )
+        self.producer.commit_transaction(30)
+        if not delivered:
+            return False
+        reader = Consumer(
+            {
+                **self.base_conf,
+                "group.id": f"{self.settings.kafka.group_id}-probe",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        try:
+            reader.assign([TopicPartition(self.changelog_topic, 0, delivered[0].offset())])
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                for msg in reader.consume(10, 0.5):
+                    if msg.error() is None and msg.key() == b"\x00probe":
+                        return True
+            return False
+        finally:
+            reader.close()
 
     def _teardown(self) -> None:
         for client in (self.consumer, self.accounts_reader):
