@@ -144,7 +144,13 @@ def apply(config: Config, *, only_missing: bool = False) -> list[str]:
             changed = {k: v for k, v in s.config.items() if have["config"].get(k) != v}
             if changed:
                 admin.alter_configs(
-                    [ConfigResource(ConfigResourceType.TOPIC, s.name, configs=changed)],
+                    [
+                        ConfigResource(
+                            ConfigResourceType.TOPIC,
+                            s.name,
+                            configs={k: ("SET", v) for k, v in changed.items()},
+                        )
+                    ],
                     incremental=True,
                 )
                 done.append(f"{s.name}: set {', '.join(f'{k}={v}' for k, v in changed.items())}")

@@ -27,25 +27,36 @@ def short_sla(config_dir, minutes: float) -> None:
 
 
 def activity(lead: str, kind: str, at: datetime, n: str) -> dict:
-    return {"event_id": n, "occurred_at": at.isoformat(), "lead_id": lead, "type": kind,
-            "rep_id": "ana.silva"}
+    return {
+        "event_id": n,
+        "occurred_at": at.isoformat(),
+        "lead_id": lead,
+        "type": kind,
+        "rep_id": "ana.silva",
+    }
 
 
 def test_speed_to_lead_sla_breach_and_conversion(lane, started):
     short_sla(lane.config_dir, 0.05)  # three seconds
     worker = started()
-    lane.topics.send(cat.FORM_FILLS, form("quick@acme-corp.com", "demo-request",
-                                          utm={"source": "linkedin"}))
-    lane.topics.send(cat.FORM_FILLS, form("ignored@acme-corp.com", "demo-request",
-                                          utm={"source": "google"}))
+    lane.topics.send(
+        cat.FORM_FILLS, form("quick@acme-corp.com", "demo-request", utm={"source": "linkedin"})
+    )
+    lane.topics.send(
+        cat.FORM_FILLS, form("ignored@acme-corp.com", "demo-request", utm={"source": "google"})
+    )
     lane.topics.flush()
-    routed = {orjson.loads(r.value)["lead_id"]: orjson.loads(r.value) for r in
-              lane.topics.read(ROUTED, lambda r: len(r) >= 2, 60, "two routed leads")}
+    routed = {
+        orjson.loads(r.value)["lead_id"]: orjson.loads(r.value)
+        for r in lane.topics.read(ROUTED, lambda r: len(r) >= 2, 60, "two routed leads")
+    }
     quick = routed[lead_id("quick@acme-corp.com")]
     routed_at = datetime.fromisoformat(quick["routed_at"])
-    lane.topics.send(cat.SALES_ACTIVITIES,
-                     activity(quick["lead_id"], "contacted", routed_at + timedelta(seconds=2), "a1"),
-                     key=quick["lead_id"].encode())
+    lane.topics.send(
+        cat.SALES_ACTIVITIES,
+        activity(quick["lead_id"], "contacted", routed_at + timedelta(seconds=2), "a1"),
+        key=quick["lead_id"].encode(),
+    )
     lane.topics.flush()
 
     def breached():
@@ -60,11 +71,14 @@ def test_speed_to_lead_sla_breach_and_conversion(lane, started):
     )
     # conversion: opportunity then won, measured from routing
     for kind, secs, n in (("opportunity_created", 3600, "a2"), ("won", 7200, "a3")):
-        lane.topics.send(cat.SALES_ACTIVITIES,
-                         activity(quick["lead_id"], kind, routed_at + timedelta(seconds=secs), n),
-                         key=quick["lead_id"].encode())
-    lane.topics.send(cat.SALES_ACTIVITIES, activity("ld_unknown", "contacted", datetime.now(UTC),
-                                                    "a4"))
+        lane.topics.send(
+            cat.SALES_ACTIVITIES,
+            activity(quick["lead_id"], kind, routed_at + timedelta(seconds=secs), n),
+            key=quick["lead_id"].encode(),
+        )
+    lane.topics.send(
+        cat.SALES_ACTIVITIES, activity("ld_unknown", "contacted", datetime.now(UTC), "a4")
+    )
     lane.topics.flush()
 
     def converted():
@@ -72,23 +86,36 @@ def test_speed_to_lead_sla_breach_and_conversion(lane, started):
         return s if value(s, "leadrouter_sales_activities_total", outcome="unknown_lead") else None
 
     samples = wait_until(converted, 30, "conversion metrics")
-    assert value(samples, "leadrouter_time_to_conversion_seconds_count", queue="fast-lane",
-                 outcome="won") == 1
-    assert value(samples, "leadrouter_time_to_conversion_seconds_sum", queue="fast-lane",
-                 outcome="won") == pytest.approx(7200, abs=0.01)
+    assert (
+        value(
+            samples, "leadrouter_time_to_conversion_seconds_count", queue="fast-lane", outcome="won"
+        )
+        == 1
+    )
+    assert value(
+        samples, "leadrouter_time_to_conversion_seconds_sum", queue="fast-lane", outcome="won"
+    ) == pytest.approx(7200, abs=0.01)
     assert value(samples, "leadrouter_lead_outcomes_total", source="linkedin", outcome="won") == 1
-    assert value(samples, "leadrouter_sales_activities_total", type="contacted",
-                 outcome="unknown_lead") == 1
+    assert (
+        value(
+            samples, "leadrouter_sales_activities_total", type="contacted", outcome="unknown_lead"
+        )
+        == 1
+    )
     # a breach is raised once, not again when a late touch arrives
     late = routed[lead_id("ignored@acme-corp.com")]
-    lane.topics.send(cat.SALES_ACTIVITIES,
-                     activity(late["lead_id"], "contacted", datetime.now(UTC), "a5"),
-                     key=late["lead_id"].encode())
+    lane.topics.send(
+        cat.SALES_ACTIVITIES,
+        activity(late["lead_id"], "contacted", datetime.now(UTC), "a5"),
+        key=late["lead_id"].encode(),
+    )
     lane.topics.flush()
     samples = wait_until(
-        lambda: (s := scrape(worker.metrics_url))
-        and value(s, "leadrouter_speed_to_lead_seconds_count", queue="fast-lane") == 2
-        and s,
+        lambda: (
+            (s := scrape(worker.metrics_url))
+            and value(s, "leadrouter_speed_to_lead_seconds_count", queue="fast-lane") == 2
+            and s
+        ),
         30,
         "the late first touch",
     )
@@ -102,10 +129,20 @@ def test_metric_values_after_known_input(lane, started):
     send(cat.FORM_FILLS, form("a@acme-corp.com", "demo-request", utm={"source": "google"}))  # dup
     send(cat.FORM_FILLS, form("b@acme-corp.com", "webinar", utm={"source": "tiktok-influencer"}))
     send(cat.FORM_FILLS, form("c@mailinator.com", "demo-request"))
-    send(cat.EMAIL_EVENTS, {"event_id": "m1", "occurred_at": now(), "email": "d@acme-corp.com",
-                            "type": "open"})
-    send(cat.AD_CLICKS, {"event_id": "c1", "occurred_at": now(), "platform": "meta",
-                         "click_id": "x", "anonymous_id": "v1"})
+    send(
+        cat.EMAIL_EVENTS,
+        {"event_id": "m1", "occurred_at": now(), "email": "d@acme-corp.com", "type": "open"},
+    )
+    send(
+        cat.AD_CLICKS,
+        {
+            "event_id": "c1",
+            "occurred_at": now(),
+            "platform": "meta",
+            "click_id": "x",
+            "anonymous_id": "v1",
+        },
+    )
     send(cat.FORM_FILLS, b"{broken")
     send(cat.EMAIL_EVENTS, b'{"event_id": "e"}')
     lane.topics.flush()
@@ -120,8 +157,9 @@ def test_metric_values_after_known_input(lane, started):
     assert value(s, "leadrouter_events_total", topic=forms, outcome="ok") == 3
     assert value(s, "leadrouter_events_total", topic=forms, outcome="duplicate") == 1
     assert value(s, "leadrouter_events_total", topic=forms, outcome="invalid") == 1
-    assert value(s, "leadrouter_events_total", topic="marketing.email-events",
-                 outcome="invalid") == 1
+    assert (
+        value(s, "leadrouter_events_total", topic="marketing.email-events", outcome="invalid") == 1
+    )
     assert value(s, "leadrouter_events_total", topic="marketing.ad-clicks", outcome="ok") == 1
     assert value(s, "leadrouter_deadletters_total", reason="invalid_json") == 1
     assert value(s, "leadrouter_deadletters_total", reason="missing_field") == 1

@@ -1,0 +1,117 @@
+"""The admin commands against the reference broker: topics apply and check, accounts load,
+and the worker refusing to start on bad config or without a broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+from tests.support.worker import LEADROUTER, always_open_config, unique, wait_until
+from workers.cli import main
+from workers.settings import DEFAULT_CONFIG_DIR
+
+pytestmark = pytest.mark.integration
+
+
+def run(args: list[str], env: dict[str, str]):
+    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+
+
+def test_topics_apply_is_idempotent_and_check_reports_drift(kafka_broker):
+    prefix = unique("cat") + "."
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+        "LEADROUTER_TOPIC_PREFIX": prefix,
+    }
+    before = run(["topics", "check"], env)
+    assert before.exit_code == 1 and f"{prefix}marketing.form-fills: missing" in before.output
+    first = run(["topics", "apply"], env)
+    assert first.exit_code == 0 and "created" in first.output
+    again = run(["topics", "apply"], env)
+    assert again.exit_code == 0 and "0 changes" in again.output
+    ok = run(["topics", "check"], env)
+    assert ok.exit_code == 0 and "ok:" in ok.output
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap_servers)
+    try:
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    f"{prefix}reference.accounts",
+                    configs={"cleanup.policy": "delete"},
+                )
+            ],
+            incremental=True,
+        )
+        described = admin.describe_topics([f"{prefix}leads.deadletter"])
+        assert len(described[0]["partitions"]) == 6
+        admin.create_partitions({f"{prefix}leads.deadletter": 8})
+    finally:
+        admin.close()
+    # the broker applies config changes asynchronously: wait until it reports them
+    drift = wait_until(
+        lambda: (
+            (r := run(["topics", "check"], env)).exit_code == 1
+            and "cleanup.policy" in r.output
+            and r
+        ),
+        30,
+        "drift to show",
+    )
+    assert f"{prefix}reference.accounts: cleanup.policy=delete, catalogue says compact" in (
+        drift.output
+    )
+    assert f"{prefix}leads.deadletter: 8 partitions, catalogue says 6" in drift.output
+    fixed = run(["topics", "apply"], env)
+    assert "set cleanup.policy=compact" in fixed.output
+    after = wait_until(
+        lambda: "reference.accounts" not in (r := run(["topics", "check"], env)).output and r,
+        30,
+        "the config fix to show",
+    )
+    assert after.exit_code == 1  # partitions cannot shrink: still reported, never hidden
+    assert f"{prefix}leads.deadletter: 8 partitions" in after.output
+
+
+def test_accounts_load_rejects_a_bad_file(kafka_broker, tmp_path: Path):
+    bad = tmp_path / "accounts.csv"
+    bad.write_text("domain,name,employees\nacme.com,Acme,lots\n")
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers}
+    result = CliRunner().invoke(main, ["accounts", "load", str(bad)], env=env)
+    assert result.exit_code != 0
+    assert f"{bad}: line 2: employees 'lots' is not a number" in result.output
+
+
+def test_worker_refuses_bad_config_naming_file_and_path(tmp_path: Path):
+    config = always_open_config(tmp_path / "config")
+    routing = config / "routing.yaml"
+    routing.write_text(routing.read_text().replace("strategy: round_robin", "strategy: luck", 1))
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    result = subprocess.run(
+        [str(LEADROUTER), "worker", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{routing}: queues.fast-lane.strategy:" in result.stderr
+
+
+def test_worker_without_broker_says_what_to_set():
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    result = subprocess.run(
+        [str(LEADROUTER), "worker", "--config", str(DEFAULT_CONFIG_DIR)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "KAFKA_BOOTSTRAP_SERVERS" in result.stderr
