@@ -17,9 +17,9 @@ import logging
 import signal
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -33,7 +33,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 from kafka.errors import KafkaError as KafkaPythonError
-from kafka.partitioner.default import murmur2
 
 from topics import catalogue as cat
 from topics.contracts import Invalid
@@ -50,14 +49,10 @@ LAG_EVERY = 5.0
 RESTORE_DEADLINE = 180.0
 
 
-@lru_cache(maxsize=131072)
-def _key_hash(key: str) -> int:
-    return murmur2(key.encode()) & 0x7FFFFFFF
-
-
 def owner_partition(key: str, partitions: int) -> int:
-    """The internal partition that owns `key`: Kafka's own murmur2 key partitioning."""
-    return _key_hash(key) % partitions
+    """The internal partition that owns `key`. Every record on the internal topic is sent
+    to an explicit partition computed here, so all workers agree by construction."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 def _sent_at(msg: Message) -> int:
@@ -459,6 +454,7 @@ class Worker:
                 state.commit(changes, self.changelog_offsets.get(p))
         for state in self.states.values():
             state.cache.clear()
+        self.metrics.flush()
         if counted:
             self.metrics.batch_size.observe(counted)
 

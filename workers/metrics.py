@@ -4,6 +4,7 @@ more than the increment itself on the hot path."""
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -130,6 +131,8 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._pending: dict[tuple[Any, tuple[str, ...]], float] = {}
+        self._scores: list[float] = []
 
     def declare(self, queues: Iterable[str], rules: Iterable[str]) -> None:
         """Create the known label sets at zero, so a first breach or a quiet topic shows as
@@ -152,6 +155,19 @@ class Metrics:
         for topic in (*CHANNEL_TOPIC.values(), "sales.activities"):
             self.consumer_lag.labels(topic).set(0)
 
+    def _count(self, metric: Any, *labels: str, n: float = 1) -> None:
+        """Counted in a plain dict and added to Prometheus once per batch by flush()."""
+        key = (metric, labels)
+        self._pending[key] = self._pending.get(key, 0) + n
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (metric, labels), n in pending.items():
+            self._child(metric, *labels).inc(n)
+        scores, self._scores = self._scores, []
+        if scores:
+            _observe_many(self.lead_score, scores)
+
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
         child = self._children.get(key)
@@ -168,48 +184,60 @@ class Metrics:
 
     # ---- ingest
     def event(self, topic: str, outcome: str, n: int = 1) -> None:
-        self._child(self.events, topic, outcome).inc(n)
+        self._count(self.events, topic, outcome, n=n)
 
     def deadletter(self, reason: str) -> None:
-        self._child(self.deadletters, reason).inc()
+        self._count(self.deadletters, reason)
 
     # ---- Recorder (see workers.core.desk.Recorder)
     def accepted(self, channel: str) -> None:
-        self._child(self.events, CHANNEL_TOPIC[channel], "ok").inc()
+        self._count(self.events, CHANNEL_TOPIC[channel], "ok")
 
     def duplicate(self, channel: str) -> None:
-        self._child(self.events, CHANNEL_TOPIC[channel], "duplicate").inc()
+        self._count(self.events, CHANNEL_TOPIC[channel], "duplicate")
 
     def generated(self, channel: str, source: str) -> None:
-        self._child(self.generated_c, channel, self.source(source)).inc()
+        self._count(self.generated_c, channel, self.source(source))
 
     def scored(self, total: float) -> None:
-        self.lead_score.observe(total)
+        self._scores.append(total)
 
     def disqualified(self, reason: str) -> None:
-        self._child(self.disqualified_c, reason).inc()
+        self._count(self.disqualified_c, reason)
 
     def routed(self, queue: str, rule: str, grade: str, latency: float) -> None:
-        self._child(self.routed_c, queue, rule, grade).inc()
+        self._count(self.routed_c, queue, rule, grade)
         self.route_latency.observe(latency)
 
     def unassigned(self, queue: str, reason: str) -> None:
-        self._child(self.unassigned_c, queue, reason).inc()
+        self._count(self.unassigned_c, queue, reason)
 
     def activity(self, kind: str, outcome: str) -> None:
-        self._child(self.activities, kind, outcome).inc()
+        self._count(self.activities, kind, outcome)
         topic_outcome = "duplicate" if outcome == "duplicate" else "ok"
-        self._child(self.events, "sales.activities", topic_outcome).inc()
+        self._count(self.events, "sales.activities", topic_outcome)
 
     def speed_to_lead(self, queue: str, seconds: float) -> None:
         self._child(self.speed_to_lead_h, queue).observe(seconds)
 
     def conversion(self, queue: str, source: str, outcome: str, seconds: float) -> None:
         self._child(self.conversion_h, queue, outcome).observe(seconds)
-        self._child(self.outcomes, queue, self.source(source), outcome).inc()
+        self._count(self.outcomes, queue, self.source(source), outcome)
 
     def sla_breach(self, queue: str) -> None:
-        self._child(self.sla_breaches, queue).inc()
+        self._count(self.sla_breaches, queue)
+
+
+def _observe_many(histogram: Histogram, values: list[float]) -> None:
+    """One batch of observations: bucket counts added once each, not per value."""
+    bounds = histogram._upper_bounds  # pinned prometheus-client ~=0.26 internals
+    counts = [0] * len(bounds)
+    for v in values:
+        counts[bisect.bisect_left(bounds, v)] += 1
+    for bucket, n in zip(histogram._buckets, counts, strict=True):
+        if n:
+            bucket.inc(n)
+    histogram._sum.inc(sum(values))
 
 
 class Health:

@@ -104,7 +104,7 @@ class Settings(Strict):
     fast_lane_forms: tuple[str, ...] = ("demo-request", "contact-sales")
     fast_lane_email_types: tuple[str, ...] = ("reply",)
     recycle_after_days: float = Field(30, ge=0)
-    dedupe_window: int = Field(64, ge=1, le=10000)
+    dedupe_window: int = Field(32, ge=1, le=10000)
     instance_id: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -130,7 +130,6 @@ class EngagementRules(Strict):
     form_default: float = 0
     email: dict[str, float] = Field(default_factory=dict)
     ad_click: float = 0
-    max_history: int = Field(50, ge=1, le=1000)
 
 
 class Grades(Strict):

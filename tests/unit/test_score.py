@@ -11,21 +11,40 @@ SCORING = load_config().scoring
 DAY = 86400.0
 
 
+def running(*touches) -> dict:
+    engagement: dict = {}
+    for label, points, at in touches:
+        score.add_touch(engagement, SCORING, label, points, at)
+    return engagement
+
+
 def test_engagement_halves_every_half_life():
     half = SCORING.engagement.half_life_days * DAY
     label, points = score.touch_points(SCORING, "form", "webinar")
     assert (label, points) == ("form:webinar", 15)
-    fresh = score.engagement_contributions(SCORING, [[label, points, 1000.0]], 1000.0)
-    old = score.engagement_contributions(SCORING, [[label, points, 1000.0]], 1000.0 + half)
-    older = score.engagement_contributions(SCORING, [[label, points, 1000.0]], 1000.0 + 2 * half)
+    eng = running((label, points, 1000.0))
+    fresh = score.engagement_contributions(SCORING, eng, 1000.0)
+    old = score.engagement_contributions(SCORING, eng, 1000.0 + half)
+    older = score.engagement_contributions(SCORING, eng, 1000.0 + 2 * half)
     assert fresh[0]["points"] == 15
     assert old[0]["points"] == pytest.approx(7.5)
     assert older[0]["points"] == pytest.approx(3.75)
 
 
+def test_running_sum_equals_decaying_each_touch_in_any_order():
+    half = SCORING.engagement.half_life_days * DAY
+    touches = [("form:webinar", 15, 0.0), ("email:click", 5, 3 * DAY), ("form:webinar", 15, DAY)]
+    now = 10 * DAY
+    expected = sum(p * 0.5 ** ((now - at) / half) for _, p, at in touches)
+    for order in (touches, touches[::-1], [touches[1], touches[0], touches[2]]):
+        got = score.engagement_contributions(SCORING, running(*order), now)
+        assert sum(c["points"] for c in got) == pytest.approx(expected, abs=0.02)
+        assert {c["factor"]: c["value"] for c in got} == {"form:webinar": 2, "email:click": 1}
+
+
 def test_negative_signals_subtract():
-    touches = [["form:pricing", 25, 0.0], ["email:unsubscribe", -30, 0.0]]
-    contributions = score.engagement_contributions(SCORING, touches, 0.0)
+    eng = running(("form:pricing", 25, 0.0), ("email:unsubscribe", -30, 0.0))
+    contributions = score.engagement_contributions(SCORING, eng, 0.0)
     assert sum(c["points"] for c in contributions) == -5
 
 

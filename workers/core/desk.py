@@ -70,7 +70,7 @@ class Effects:
 
 def seen_key(event_id: str) -> str:
     """A short fixed-size fingerprint of an event id: the lead's dedupe memory stays small."""
-    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+    return hashlib.blake2b(event_id.encode(), digest_size=5).hexdigest()
 
 
 def iso(ts: float | None) -> str | None:
@@ -193,7 +193,7 @@ class LeadDesk:
         lead = state.get(lead_id)
         is_new = lead is None
         if lead is None:
-            lead = {"id": lead_id, "state": "new", "seen": [], "touches": [], "flags": {}}
+            lead = {"id": lead_id, "state": "new", "seen": [], "engagement": {}, "flags": {}}
         if seen_key(touch["event_id"]) in lead["seen"]:
             self.recorder.duplicate(touch["ch"])
             return
@@ -205,19 +205,19 @@ class LeadDesk:
             label, points = score.touch_points(
                 scoring, t["ch"], t.get("form_id") if t["ch"] == "form" else t.get("type")
             )
-            lead["touches"].append([label, points, t["at"]])
+            score.add_touch(lead["engagement"], scoring, label, points, t["at"])
             first = lead.get("first_touch")
             if first is None or t["at"] < first["at"]:
                 lead["first_touch"] = _source(t)
-        lead["touches"] = sorted(lead["touches"], key=lambda x: x[2])[
-            -scoring.engagement.max_history :
-        ]
-        lead["latest_touch"] = _source(touch)
         self._absorb(lead, touch)
+        if is_new or touch["ch"] == "form" or lead.get("enriched") != self.accounts.version:
+            self._enrich(lead)
         if is_new:
             first = lead["first_touch"]
             self.recorder.generated(first["channel"], source_label(first))
-        lead["score"] = self._score(lead, touch["at"])
+        lead["score"] = score.totals(
+            scoring, sum(p for _, _, p in lead["fit"]), lead["engagement"], touch["at"]
+        )
         self.recorder.scored(lead["score"]["total"])
 
         if lead["state"] == "routed" and self._recyclable(lead, touch["at"]):
@@ -272,31 +272,45 @@ class LeadDesk:
             }.get(touch["type"])
             if flag:
                 lead["flags"][flag] = True
+
+    def _enrich(self, lead: dict[str, Any]) -> None:
+        """Derived facts: account, region, time zone, phone, seniority and fit. Only redone
+        when identity fields or the accounts table changed: most touches are e-mail events."""
         account, matched_by = self.accounts.match(
             None if lead.get("free_mail") else lead.get("domain"), lead.get("company_name")
         )
-        lead["account"] = account
+        lead["account_domain"] = account["domain"] if account else None
         lead["account_match"] = matched_by
+        lead["enriched"] = self.accounts.version
         country = lead.get("country") or (account or {}).get("country")
         lead["region"] = enrich.region_of(country, self.config.settings.regions.overrides)
         lead["timezone"] = enrich.country_zone(country) if country else None
         if lead.get("phone"):
             lead["phone_e164"] = enrich.phone_e164(lead["phone"], country)
         lead["seniority"] = self.seniority.level(lead.get("job_title"))
+        account = account or {}
+        lead["fit"] = [
+            [c["factor"], c["value"], c["points"]]
+            for c in score.fit_contributions(
+                self.config.scoring,
+                seniority=lead.get("seniority"),
+                employees=lead.get("employees") or account.get("employees"),
+                industry=account.get("industry"),
+                country=lead.get("country") or account.get("country"),
+                free_mail=bool(lead.get("free_mail")),
+                known_account=bool(account),
+            )
+        ]
 
-    def _score(self, lead: dict[str, Any], now: float) -> dict[str, Any]:
-        account = lead.get("account") or {}
-        fit = score.fit_contributions(
-            self.config.scoring,
-            seniority=lead.get("seniority"),
-            employees=lead.get("employees") or account.get("employees"),
-            industry=account.get("industry"),
-            country=lead.get("country") or account.get("country"),
-            free_mail=bool(lead.get("free_mail")),
-            known_account=bool(account),
-        )
-        engagement = score.engagement_contributions(self.config.scoring, lead["touches"], now)
-        return score.score(self.config.scoring, fit, engagement)
+    def _account(self, lead: dict[str, Any]) -> dict[str, Any]:
+        domain = lead.get("account_domain")
+        return (self.accounts.by_domain.get(domain) if domain else None) or {}
+
+    def _contributions(self, lead: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        """The score's explanation: built only for leads that are published."""
+        engagement = score.engagement_contributions(self.config.scoring, lead["engagement"], now)
+        fit = [{"factor": f, "value": v, "points": p} for f, v, p in lead["fit"]]
+        return fit + engagement
 
     def _recyclable(self, lead: dict[str, Any], at: float) -> bool:
         due = lead.get("recyclable_at")
@@ -310,7 +324,7 @@ class LeadDesk:
             return "competitor"
         if lead.get("disposable"):
             return "disposable"
-        country = lead.get("country") or (lead.get("account") or {}).get("country")
+        country = lead.get("country") or self._account(lead).get("country")
         if country in self.consent_countries and lead.get("consent") is not True:
             return "no_consent"
         return None
@@ -333,19 +347,19 @@ class LeadDesk:
             return
         view = self._view(lead, touch, trigger)
         routing = self.config.routing
-        owner = (lead.get("account") or {}).get("owner")
+        owner = self._account(lead).get("owner")
         trace = [
             f"touch {touch['event_id']} ({touch['ch']}) triggered {trigger}: score "
             f"{lead['score']['total']:g} (threshold {self.config.scoring.mql_threshold:g})",
             *(
                 f"score {c['factor']}={c['value']!r}: {c['points']:+g}"
-                for c in lead["score"]["contributions"]
+                for c in self._contributions(lead, touch["at"])
             ),
         ]
         preferred = None
         if routing.account_owner_precedence and owner in self.owner_queue:
             queue, rule = self.owner_queue[owner], "account-owner"
-            trace.append(f"account {lead['account']['domain']} is owned by {owner}: queue {queue}")
+            trace.append(f"account {lead['account_domain']} is owned by {owner}: queue {queue}")
             preferred = owner
         else:
             queue, rule, why = choose_queue(routing, view)
@@ -371,7 +385,7 @@ class LeadDesk:
 
     def _view(self, lead: dict[str, Any], touch: dict[str, Any], trigger: str) -> dict[str, Any]:
         """The flat lead fields that routing rules may test."""
-        account = lead.get("account") or {}
+        account = self._account(lead)
         first = lead.get("first_touch") or {}
         s = lead["score"]
         return {
@@ -399,7 +413,7 @@ class LeadDesk:
         }
 
     def _routed_lead(self, lead: dict[str, Any], touch: dict[str, Any], event: str) -> dict:
-        account = lead.get("account") or {}
+        account = self._account(lead)
         first = lead.get("first_touch") or {}
         name = " ".join(p for p in (lead.get("first_name"), lead.get("last_name")) if p) or None
         s = lead["score"]
@@ -421,7 +435,7 @@ class LeadDesk:
                 "industry": account.get("industry"),
                 "country": account.get("country") or lead.get("country"),
             },
-            "score": {k: s[k] for k in ("total", "fit", "engagement", "grade", "contributions")},
+            "score": {**s, "contributions": self._contributions(lead, touch["at"])},
             "reason": {"rule": lead.get("rule"), "assignment": lead.get("assignment"), "trace": []},
             "source": {
                 "channel": first.get("channel"),

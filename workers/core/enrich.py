@@ -84,8 +84,10 @@ class AccountBook:
 
     by_domain: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_name: dict[str, str] = field(default_factory=dict)
+    version: int = 0  # bumped on every change, so leads know to look their account up again
 
     def put(self, domain: str, account: dict[str, Any] | None) -> None:
+        self.version += 1
         domain = domain.strip().lower()
         old = self.by_domain.pop(domain, None)
         if old and old.get("name"):

@@ -3,7 +3,6 @@ half-life), with every contribution listed so a rep can see why a lead scored wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from workers.settings import Scoring
@@ -58,24 +57,61 @@ def fit_contributions(
     return out
 
 
-def engagement_contributions(
-    scoring: Scoring, touches: Sequence[Sequence[Any]], now: float
-) -> list[dict[str, Any]]:
-    """Each touch's points halved per half-life of age; age is counted from `now`, the
-    time of the touch being scored, so a replay scores the same."""
+def add_touch(
+    engagement: dict[str, Any], scoring: Scoring, label: str, points: float, at: float
+) -> None:
+    """Fold one touch into the lead's running engagement: per kind of touch, the points
+    decayed to one reference time. Exact (decay is multiplicative), and the lead's state
+    stays the size of the touch vocabulary however many touches it has had."""
+    if points == 0:
+        return
     half_life = scoring.engagement.half_life_days * DAY
-    grouped: dict[str, list[float]] = {}
-    for label, points, at in touches:
-        if points == 0:
-            continue
-        age = max(0.0, now - at)
-        grouped.setdefault(label, [0.0, 0])
-        grouped[label][0] += points * 0.5 ** (age / half_life)
-        grouped[label][1] += 1
+    ref = engagement.get("at")
+    by = engagement.setdefault("by", {})
+    if ref is None:
+        engagement["at"] = ref = at
+    elif at > ref:  # move the reference forward: everything so far decays
+        factor = 0.5 ** ((at - ref) / half_life)
+        for entry in by.values():
+            entry[0] *= factor
+        engagement["at"] = ref = at
+    entry = by.setdefault(label, [0.0, 0])
+    entry[0] += points * 0.5 ** ((ref - at) / half_life)
+    entry[1] += 1
+
+
+def engagement_contributions(
+    scoring: Scoring, engagement: dict[str, Any], now: float
+) -> list[dict[str, Any]]:
+    """Each kind of touch's points halved per half-life of age. Age counts to `now`, the
+    time of the touch being scored, so a replay scores the same."""
+    ref = engagement.get("at")
+    if ref is None:
+        return []
+    factor = 0.5 ** (max(0.0, now - ref) / (scoring.engagement.half_life_days * DAY))
     return [
-        {"factor": label, "value": int(count), "points": round(points, 2)}
-        for label, (points, count) in grouped.items()
+        {"factor": label, "value": count, "points": round(points * factor, 2)}
+        for label, (points, count) in engagement.get("by", {}).items()
     ]
+
+
+def totals(scoring: Scoring, fit_points: float, engagement: dict[str, Any], now: float) -> dict:
+    """The score without its explanation, for the many touches that route nobody; equal to
+    score()'s figures because it rounds each contribution the same way."""
+    ref = engagement.get("at")
+    engagement_total = 0.0
+    if ref is not None:
+        factor = 0.5 ** (max(0.0, now - ref) / (scoring.engagement.half_life_days * DAY))
+        engagement_total = sum(round(p * factor, 2) for p, _ in engagement["by"].values())
+    fit_total = round(fit_points, 2)
+    engagement_total = round(engagement_total, 2)
+    total = round(min(100.0, max(0.0, fit_total + engagement_total)), 2)
+    return {
+        "total": total,
+        "fit": fit_total,
+        "engagement": engagement_total,
+        "grade": grade(scoring, total),
+    }
 
 
 def score(
