@@ -107,25 +107,29 @@ def summary(metrics: Metrics) -> dict[str, Any]:
 
 
 def render(s: dict[str, Any], elapsed: float, metrics_url: str) -> str:
-    def fmt(d: dict[str, Any]) -> str:
-        return "  ".join(f"{k}={int(v)}" for k, v in sorted(d.items())) or "-"
-
     def secs(v: float | None) -> str:
         return "-" if v is None else f"{v:.0f}s"
 
+    def fmt(d: dict[str, Any]) -> str:
+        return "  ".join(f"{k}={int(v)}" for k, v in sorted(d.items()) if v) or "-"
+
+    events: dict[str, list[str]] = {}
+    for key, count in sorted(s["events"].items()):
+        topic, outcome = key.rsplit(" ", 1)
+        if count:
+            events.setdefault(topic.split(".", 1)[-1], []).append(f"{outcome}={int(count)}")
+    speed = [
+        f"{q} p50={secs(p50)} p90={secs(p90)}"
+        for q, (p50, p90) in sorted(s["speed_to_lead"].items())
+        if p50 is not None
+    ]
+
     lines = [
         f"leadrouter demo  {elapsed:6.0f}s  metrics: {metrics_url}",
-        f"events in        {fmt(s['events'])}",
+        "events in        " + ("  ".join(f"{t}: {' '.join(v)}" for t, v in events.items()) or "-"),
         f"leads generated  {fmt(s['generated'])}",
         f"routed per queue {fmt(s['routed'])}  (total {int(sum(s['routed'].values()))})",
-        "speed to lead    "
-        + (
-            "  ".join(
-                f"{q} p50={secs(p50)} p90={secs(p90)}"
-                for q, (p50, p90) in sorted(s["speed_to_lead"].items())
-            )
-            or "-"
-        ),
+        "speed to lead    " + ("  ".join(speed) or "-"),
         f"SLA breaches     {int(s['sla_breaches'])}",
         f"dead letters     {fmt(s['deadletters'])}",
     ]
