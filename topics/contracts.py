@@ -64,6 +64,13 @@ class _Reject(Exception):
 
 def _str(event: dict[str, Any], key: str, *, required: bool = False, limit: int = MAX_STRING):
     value = event.get(key)
+    if (  # the usual case first: a trimmed string within the limit
+        value.__class__ is str
+        and 0 < len(value) <= limit
+        and not value[0].isspace()
+        and not value[-1].isspace()
+    ):
+        return value
     if value is None:
         if required:
             raise _Reject("missing_field", f"`{key}` is required")

@@ -323,10 +323,10 @@ class Worker:
         finally:
             reader.close()
         heap: list[tuple[float, str]] = []
-        for key in backend.keys_with_prefix(b"s:"):
-            raw = backend.get(key)
-            if raw:
-                heap.append((orjson.loads(raw)["due"], key.decode()[2:]))
+        for key in backend.keys_with_prefix("s:"):
+            timer = backend.load(key)
+            if timer:
+                heap.append((timer["due"], key[2:]))
         heapq.heapify(heap)
         self.timers[p] = heap
         self.states[p] = PartitionState(p, backend)
@@ -452,8 +452,6 @@ class Worker:
             state = self.states.get(p)
             if state is not None:
                 state.commit(changes, self.changelog_offsets.get(p))
-        for state in self.states.values():
-            state.cache.clear()
         self.metrics.flush()
         if counted:
             self.metrics.batch_size.observe(counted)

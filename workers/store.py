@@ -1,49 +1,54 @@
 """Local state per owned partition, backed by a compacted changelog topic.
 
-Reads go through a per-batch cache of decoded values; writes are collected and flushed once
-per batch (one changelog record per changed key, however often it changed). The backend is
-a plain dict (memory) or RocksDB (rocksdict) under LEADROUTER_DATA_DIR; both hold the same
-orjson bytes, so the two behave alike. RocksDB also keeps the changelog offset it has
-applied, so a restarted worker replays only what it has not seen.
+Values are plain dicts, kept decoded between batches; writes are collected and flushed once
+per batch (one changelog record per changed key, however often it changed). The backend is a
+dict (memory) or RocksDB (rocksdict) under LEADROUTER_DATA_DIR, which also keeps the changelog
+offset it has applied, so a restarted worker replays only what it has not seen.
+
+Values are changed in place before their batch commits. That is safe because a batch that
+fails to commit ends the session: its partitions are dropped and restored from the changelog.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
 CHECKPOINT = b"\x00checkpoint"
+Value = dict[str, Any]
 
 
 class Backend(Protocol):
-    def get(self, key: bytes) -> bytes | None: ...
+    def load(self, key: str) -> Value | None: ...
     def apply(self, writes: dict[bytes, bytes | None], checkpoint: int | None) -> None: ...
     def checkpoint(self) -> int | None: ...
-    def keys_with_prefix(self, prefix: bytes) -> list[bytes]: ...
+    def keys_with_prefix(self, prefix: str) -> list[str]: ...
     def close(self) -> None: ...
 
 
 class MemoryBackend:
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
+    """Decoded values in a dict: the state lives only as long as the process."""
 
-    def get(self, key: bytes) -> bytes | None:
+    def __init__(self) -> None:
+        self.data: dict[str, Value] = {}
+
+    def load(self, key: str) -> Value | None:
         return self.data.get(key)
 
     def apply(self, writes: dict[bytes, bytes | None], checkpoint: int | None) -> None:
+        """Restore path: changelog records, encoded."""
         for key, value in writes.items():
             if value is None:
-                self.data.pop(key, None)
+                self.data.pop(key.decode(), None)
             else:
-                self.data[key] = value
+                self.data[key.decode()] = orjson.loads(value)
 
     def checkpoint(self) -> int | None:
         return None  # nothing survives the process: replay the whole changelog
 
-    def keys_with_prefix(self, prefix: bytes) -> list[bytes]:
+    def keys_with_prefix(self, prefix: str) -> list[str]:
         return [k for k in self.data if k.startswith(prefix)]
 
     def close(self) -> None:
@@ -61,8 +66,9 @@ class RocksBackend:
         self.db = Rdict(str(path), options)
         self.path = path
 
-    def get(self, key: bytes) -> bytes | None:
-        return self.db.get(key)
+    def load(self, key: str) -> Value | None:
+        raw = self.db.get(key.encode())
+        return orjson.loads(raw) if raw is not None else None
 
     def apply(self, writes: dict[bytes, bytes | None], checkpoint: int | None) -> None:
         batch = self._write_batch(raw_mode=True)
@@ -79,15 +85,15 @@ class RocksBackend:
         raw = self.db.get(CHECKPOINT)
         return int(raw) if raw else None
 
-    def keys_with_prefix(self, prefix: bytes) -> list[bytes]:
+    def keys_with_prefix(self, prefix: str) -> list[str]:
         out = []
         it = self.db.iter()
-        it.seek(prefix)
+        it.seek(prefix.encode())
         while it.valid():
             key = it.key()
-            if not key.startswith(prefix):
+            if not key.startswith(prefix.encode()):
                 break
-            out.append(key)
+            out.append(key.decode())
             it.next()
         del it
         return out
@@ -95,50 +101,58 @@ class RocksBackend:
     def close(self) -> None:
         self.db.close()
 
-    def destroy(self) -> None:
-        self.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-
 
 class PartitionState:
-    """The desk's State for one partition: cached reads, batched writes."""
+    """The desk's State for one partition: decoded values kept between batches (all of them
+    for the memory backend, the most recent `cache_size` for RocksDB), writes per batch."""
 
-    def __init__(self, partition: int, backend: Backend) -> None:
+    def __init__(self, partition: int, backend: Backend, cache_size: int = 50_000) -> None:
         self.partition = partition
         self.backend = backend
-        self.cache: dict[str, dict[str, Any] | None] = {}
+        self.memory = isinstance(backend, MemoryBackend)
+        self.values: dict[str, Value | None] = (
+            backend.data if isinstance(backend, MemoryBackend) else {}  # type: ignore[assignment]
+        )
+        self.cache_size = cache_size
         self.dirty: set[str] = set()
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        if key in self.cache:
-            return self.cache[key]
-        raw = self.backend.get(key.encode())
-        value = orjson.loads(raw) if raw is not None else None
-        self.cache[key] = value
+    def get(self, key: str) -> Value | None:
+        values = self.values
+        if key in values:
+            return values[key]
+        if self.memory:
+            return None
+        value = self.backend.load(key)
+        values[key] = value
         return value
 
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        self.cache[key] = value
+    def put(self, key: str, value: Value) -> None:
+        self.values[key] = value
         self.dirty.add(key)
 
     def delete(self, key: str) -> None:
-        self.cache[key] = None
+        self.values[key] = None
         self.dirty.add(key)
 
     def pending(self) -> dict[bytes, bytes | None]:
         """The batch's changes, encoded once each: what goes to the changelog and the store."""
-        out: dict[bytes, bytes | None] = {}
-        for key in self.dirty:
-            value = self.cache[key]
-            out[key.encode()] = None if value is None else orjson.dumps(value)
-        return out
+        values = self.values
+        return {
+            key.encode(): None if values[key] is None else orjson.dumps(values[key])
+            for key in self.dirty
+        }
 
     def commit(self, writes: dict[bytes, bytes | None], checkpoint: int | None) -> None:
-        self.backend.apply(writes, checkpoint)
+        """After the batch committed on Kafka: persist it locally."""
+        if self.memory:
+            for key in self.dirty:
+                if self.values.get(key) is None:
+                    self.values.pop(key, None)
+        else:
+            self.backend.apply(writes, checkpoint)
+            if len(self.values) > self.cache_size:
+                self.values.clear()  # cheap and rare: the hot leads come back in one batch
         self.dirty.clear()
-        self.cache.clear()
 
-    def discard(self) -> None:
-        """Forget uncommitted changes (an aborted batch)."""
-        self.dirty.clear()
-        self.cache.clear()
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        return self.backend.keys_with_prefix(prefix)

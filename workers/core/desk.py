@@ -200,7 +200,8 @@ class LeadDesk:
         self._remember(lead, touch["event_id"])
         self.recorder.accepted(touch["ch"])
         scoring = self.config.scoring
-        touches = [*(_expand_click(c) for c in touch.get("prior") or ()), touch]
+        prior = touch.get("prior")
+        touches = [*(_expand_click(c) for c in prior), touch] if prior else (touch,)
         for t in touches:
             label, points = score.touch_points(
                 scoring, t["ch"], t.get("form_id") if t["ch"] == "form" else t.get("type")
