@@ -106,7 +106,7 @@ class PartitionState:
     """The desk's State for one partition: decoded values kept between batches (all of them
     for the memory backend, the most recent `cache_size` for RocksDB), writes per batch."""
 
-    def __init__(self, partition: int, backend: Backend, cache_size: int = 50_000) -> None:
+    def __init__(self, partition: int, backend: Backend, cache_size: int = 20_000) -> None:
         self.partition = partition
         self.backend = backend
         self.memory = isinstance(backend, MemoryBackend)
