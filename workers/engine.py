@@ -47,6 +47,7 @@ from workers.store import MemoryBackend, PartitionState, RocksBackend
 log = logging.getLogger("leadrouter.worker")
 LAG_EVERY = 5.0
 RESTORE_DEADLINE = 180.0
+CLICK_WAIT = 0.25
 
 
 def owner_partition(key: str, partitions: int) -> int:
@@ -89,6 +90,9 @@ class Worker:
         self.routed_topics = {q: prefix + cat.routed_topic(q) for q in config.routing.queues}
         self.max_bytes = s.ingest.max_event_bytes
         self.batch_size = s.ingest.batch_size
+        self.forms_topic = prefix + cat.FORM_FILLS
+        self.clicks_topic = prefix + cat.AD_CLICKS
+        self.click_seen: dict[int, int] = {}
         self.states: dict[int, PartitionState] = {}
         self.local: deque[tuple[int, str, dict[str, Any]]] = deque()
         self.internal_partitions = 0
@@ -390,7 +394,52 @@ class Worker:
             if first is None:
                 return []
             batch = [first, *self.consumer.consume(self.batch_size - 1, 0)]
+        return self._await_clicks(batch)
+
+    def _await_clicks(self, batch: list[Message]) -> list[Message]:
+        """Partitions arrive in no particular order across topics: before a form fill that
+        names a visitor is handled, read the ad-click partitions up to the form's send time
+        (or to their end), so the visitor's clicks are attached and give the first touch.
+        Bounded by CLICK_WAIT; costs nothing when the click topic is caught up."""
+        assert self.consumer is not None
+        forms = self.forms_topic
+        waiting = [
+            m.timestamp()[1]
+            for m in batch
+            if m.topic() == forms and m.value() and b'"anonymous_id"' in m.value()
+        ]
+        self._note_clicks(batch)
+        if not waiting:
+            return batch
+        since = max(waiting)
+        deadline = time.monotonic() + CLICK_WAIT
+        while not self._clicks_read_to(since) and time.monotonic() < deadline:
+            more = self.consumer.consume(self.batch_size, 0.005)
+            self._note_clicks(more)
+            batch.extend(more)
         return batch
+
+    def _note_clicks(self, messages: list[Message]) -> None:
+        clicks = self.clicks_topic
+        for m in messages:
+            if m.topic() == clicks:
+                self.click_seen[m.partition()] = max(
+                    self.click_seen.get(m.partition(), 0), m.timestamp()[1]
+                )
+
+    def _clicks_read_to(self, since: int) -> bool:
+        assert self.consumer is not None
+        tps = [tp for tp in self.consumer.assignment() if tp.topic == self.clicks_topic]
+        if not tps:
+            return True
+        for tp in self.consumer.position(tps):
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            if high <= 0 or (tp.offset >= 0 and tp.offset >= high):
+                continue  # nothing more to read there
+            if self.click_seen.get(tp.partition, 0) >= since:
+                continue
+            return False
+        return True
 
     def _due_timers(self, now: float) -> list[tuple[int, str]]:
         due = []
