@@ -1,0 +1,65 @@
+"""A short run of the benchmark harness (issue 5), so that it cannot rot: a tiny workload
+through every contender on the session's reference broker. The figures mean nothing here;
+the full run is `make bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench import run as bench_run
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_smoke(kafka_broker, tmp_path, capsys):
+    results = bench_run.main(
+        [
+            "--events", "2000",
+            "--rate", "200",
+            "--latency-seconds", "2",
+            "--warmup", "0.5",
+            "--settle", "1",
+            "--million",
+            "--million-leads", "1500",
+            "--results-dir", str(tmp_path),
+        ],
+        broker=kafka_broker,
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+
+    contenders = results["contenders"]
+    assert set(contenders) == {"raw_aiokafka", "faust_naive", "leadrouter"}
+    for name, r in contenders.items():
+        assert "error" not in r, f"{name}: {r.get('error')}"
+        t = r["throughput"]
+        assert t["events_per_s"] > 0 and t["elapsed_s"] > 0, name
+        assert t["cpu_seconds"] >= 0 and t["peak_rss_mib"] > 0, name
+        assert r["latency"]["samples"] > 0 and r["latency"]["p99_ms"] > 0, name
+        assert r["latency"]["offered_rate"] > 150, name
+        assert r["label"] in printed
+    for name in ("raw_aiokafka", "faust_naive"):  # one output per input
+        assert contenders[name]["throughput"]["outputs"] == 2000
+    lr = contenders["leadrouter"]["throughput"]
+    assert lr["events_counted"] == 2000
+    assert lr["outputs"] > 0  # routed outputs were consumed and counted
+    assert lr["leads_routed"] > 0
+    scale = results["scale"]
+    assert "error" not in scale, scale.get("error")
+    assert scale["processes"] == 2 and scale["throughput"]["events_per_s"] > 0
+    assert scale["throughput"]["outputs"] > 0
+    million = results["million"]
+    assert "error" not in million, million.get("error")
+    assert million["leads_generated"] == 1500
+    assert million["peak_rss_mib"] > 0 and million["data_dir_mib_running"] > 0
+    for key in ("leadrouter / raw_aiokafka (events/s)", "leadrouter / faust_naive (events/s)"):
+        assert results["ratios"][key] > 0
+    assert results["workload"]["events"] == 2000 and results["machine"]["nproc"]
+    assert results["broker"]["version"]
+
+    stored = orjson.loads(Path(results["json_path"]).read_bytes())
+    assert set(stored["contenders"]) == set(contenders)
+    assert stored["ratios"] == results["ratios"]
+    assert "events/s" in printed and "p99 ms" in printed
