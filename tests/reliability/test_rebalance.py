@@ -1,0 +1,86 @@
+"""Issue 6, point 2: rebalancing. Two workers share the group, a third joins mid-stream,
+then one of the first two is stopped mid-stream; partitions (and the state behind them)
+move each time. Afterwards every record is accounted for (tests/support/faults.py,
+`audit`): no lead lost, none routed twice, every touch remembered once, every invalid
+record dead-lettered once, and the fast lane's fairness state (one key, `q:fast-lane`,
+that moves with its partition) agrees with the assignments published: per-rep counts,
+round-robin pointer, recent-assignment memory, and an even round robin.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.reliability.conftest import Rig
+from tests.support.faults import CrashableWorker, Mix, audit, wait_settled
+from tests.support.metrics import scrape, value
+from tests.support.worker import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def progress(mix: Mix, more: int, what: str, timeout: float = 60) -> None:
+    seen = mix.assigned_seen
+    wait_until(lambda: mix.assigned_seen >= seen + more, timeout, what)
+
+
+def handled(worker: CrashableWorker) -> float:
+    return value(scrape(worker.metrics_url), "leadrouter_events_total")
+
+
+def owned(worker: CrashableWorker) -> list[int]:
+    """Partition counts the worker logged at each assignment."""
+    return [int(n) for n in re.findall(r"assigned (\d+) partitions", worker.log_text())]
+
+
+def rebalance_run(rig: Rig, *, rate: float, seed: int, rounds: int, crash: bool = False) -> dict:
+    """Each round a worker joins, then the oldest but one leaves (with crash=True every
+    other leaver is SIGKILLed: its partitions move only after its session times out)."""
+    started = time.monotonic()
+    mix = Mix(seed, rig.prefix.rstrip("."))
+    pool = [rig.worker("w1").launch(), rig.worker("w2").launch()]
+    for w in pool:
+        w.wait_ready()
+    traffic = rig.traffic(mix, rate).start()
+    progress(mix, 50, "leads routed by two workers")
+    names = 2
+    for round_ in range(rounds):
+        names += 1
+        joiner = rig.worker(f"w{names}").launch().wait_ready()
+        pool.append(joiner)
+        progress(mix, 50, "leads routed after a third worker joined")
+        wait_until(lambda j=joiner: handled(j) > 0, 60, "the new worker to take records")
+        leaver = pool.pop(1)
+        if crash and round_ % 2:
+            leaver.kill()
+        else:
+            leaver.stop()  # graceful: it leaves the group mid-stream
+        progress(mix, 50, "leads routed after a worker left")
+    traffic.stop()
+    wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=120)
+    result = audit(rig.bootstrap, rig.prefix, mix.ledger, exact_activity=False)
+    assert not result.problems, result.summary()
+    assert result.lost == 0 and result.duplicated == 0, result.summary()
+    for w in rig.workers:
+        shares = owned(w)
+        assert shares and any(0 < n < 30 for n in shares), (
+            f"{w.log_path.parent.name} never shared the partitions: {shares}"
+        )
+        assert "Traceback" not in w.log_text(), w.log_tail(80)
+    return {
+        **result.figures(),
+        "workers": len(rig.workers),
+        "seconds": round(time.monotonic() - started),
+    }
+
+
+def test_two_then_three_workers_one_leaves_nothing_lost_or_doubled(rig, figures):
+    figures(rebalance_run(rig, rate=400, seed=2, rounds=1))
+
+
+@pytest.mark.long
+def test_workers_join_and_leave_repeatedly(rig, figures):
+    figures(rebalance_run(rig, rate=1000, seed=3, rounds=4, crash=True))
