@@ -201,6 +201,10 @@ class LeadDesk:
         self.recorder.accepted(touch["ch"])
         scoring = self.config.scoring
         prior = touch.get("prior")
+        if prior:  # the visitor's earlier clicks: remembered too, so a redelivery is a duplicate
+            prior = [c for c in prior if seen_key(c["id"]) not in lead["seen"]]
+            for click in prior:
+                self._remember(lead, click["id"])
         touches = [*(_expand_click(c) for c in prior), touch] if prior else (touch,)
         for t in touches:
             label, points = score.touch_points(
