@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,16 +37,33 @@ def specs_for(config: Config) -> list[TopicSpec]:
     )
 
 
-def _admin(config: Config, deadline: float = 60.0) -> KafkaAdminClient:
-    """An admin client, retried until the broker answers (it may still be starting)."""
+class Stopped(Exception):
+    """Asked to stop while waiting for the broker."""
+
+
+def _admin(
+    config: Config, deadline: float = 60.0, stop: threading.Event | None = None
+) -> KafkaAdminClient:
+    """An admin client, retried until the broker answers (it may still be starting). Each
+    attempt is short, so a worker asked to stop meanwhile stops within seconds."""
     end = time.monotonic() + deadline
     while True:
+        if stop is not None and stop.is_set():
+            raise Stopped()
         try:
-            return KafkaAdminClient(**kafka_python_config(config.settings))
+            return KafkaAdminClient(
+                **kafka_python_config(config.settings),
+                request_timeout_ms=5000,
+                api_version_auto_timeout_ms=2000,
+                reconnect_backoff_max_ms=1000,
+            )
         except KafkaError:
             if time.monotonic() > end:
                 raise
-            time.sleep(0.5)
+            if stop is not None:
+                stop.wait(0.5)
+            else:
+                time.sleep(0.5)
 
 
 def _describe(admin: KafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict[str, Any]]:
@@ -98,10 +116,12 @@ def drift(config: Config) -> list[str]:
     return problems
 
 
-def apply(config: Config, *, only_missing: bool = False) -> list[str]:
+def apply(
+    config: Config, *, only_missing: bool = False, stop: threading.Event | None = None
+) -> list[str]:
     """Create what is missing and correct what drifted; returns what was done."""
     specs = specs_for(config)
-    admin = _admin(config)
+    admin = _admin(config, stop=stop)
     done: list[str] = []
     try:
         if only_missing:
@@ -159,9 +179,9 @@ def apply(config: Config, *, only_missing: bool = False) -> list[str]:
     return done
 
 
-def ensure_topics(config: Config) -> None:
+def ensure_topics(config: Config, stop: threading.Event | None = None) -> None:
     """At worker start: create any missing topic, change nothing else."""
-    for line in apply(config, only_missing=True):
+    for line in apply(config, only_missing=True, stop=stop):
         log.info("topic %s", line)
 
 

@@ -141,7 +141,10 @@ class Worker:
         return 0
 
     def _session(self) -> None:
-        admin.ensure_topics(self.config)
+        try:
+            admin.ensure_topics(self.config, stop=self.stopping)
+        except admin.Stopped:
+            return
         self._open_clients()
         self._load_accounts()
         assert self.consumer is not None
