@@ -54,7 +54,7 @@ def _admin(
             return KafkaAdminClient(
                 **kafka_python_config(config.settings),
                 request_timeout_ms=5000,
-                api_version_auto_timeout_ms=2000,
+                bootstrap_timeout_ms=3000,
                 reconnect_backoff_max_ms=1000,
             )
         except KafkaError:
