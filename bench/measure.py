@@ -76,6 +76,16 @@ def cpu_stall_us() -> int | None:
     return int(first.rsplit("total=", 1)[1])
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all CPUs spent not idle since boot (/proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
