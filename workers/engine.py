@@ -107,6 +107,7 @@ class Worker:
         self.base_conf = librdkafka_config(s)
         self.instance = instance_id(s)
         self.routed_count = 0
+        self.abandoned = False
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, *_: Any) -> None:
@@ -254,15 +255,44 @@ class Worker:
         finally:
             reader.close()
 
+    def _flush(self) -> None:
+        assert self.producer is not None
+        remaining = self.producer.flush(60)
+        if remaining or self.delivery_errors:
+            errors, self.delivery_errors = self.delivery_errors[:5], []
+            raise KafkaException(f"{remaining} records undelivered: {errors}")
+
+    def _within(self, seconds: float, call: Callable[..., Any], *args: Any) -> None:
+        """librdkafka can ignore a transactional call's own timeout when the coordinator
+        goes away (librdkafka #5456, #5511): run it on a thread and give up on it, and on
+        the clients, when it overstays; the next session's producer fences the stuck one."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call(*args)
+            except BaseException as exc:  # handed back to the batch thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="kafka-call", daemon=True)
+        thread.start()
+        thread.join(seconds)
+        if thread.is_alive():
+            self.abandoned = True
+            raise KafkaException(f"{getattr(call, '__name__', call)} stuck for {seconds:.0f} s")
+        if failure:
+            raise failure[0]
+
     def _teardown(self) -> None:
         for client in (self.consumer, self.accounts_reader):
             if client is not None:
                 with contextlib.suppress(KafkaException, RuntimeError):
-                    client.close()
+                    self._within(15, client.close)
         self.consumer = self.accounts_reader = None
-        if self.producer is not None:
+        if self.producer is not None and not self.abandoned:
             self.producer.flush(5)
-            self.producer = None
+        self.producer = None
+        self.abandoned = False
         for p in list(self.states):
             self._drop_partition(p)
         self.health.ready = False
@@ -483,21 +513,19 @@ class Worker:
                 self.desk.on_sla_due(lead_id, state)
         self._drain_local()
         writes = {p: s.pending() for p, s in self.states.items() if s.dirty}
+        if not self.exactly_once:
+            self._flush()  # outputs first: state may only say "done" once they are delivered
         for p, changes in writes.items():
             for key, value in changes.items():
                 self._produce(self.changelog_topic, key, value, partition=p)
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if self.exactly_once:
             if tps:
-                producer.send_offsets_to_transaction(
-                    tps, self.consumer.consumer_group_metadata(), 30
-                )
-            producer.commit_transaction(60)
+                metadata = self.consumer.consumer_group_metadata()
+                self._within(45, producer.send_offsets_to_transaction, tps, metadata, 30)
+            self._within(75, producer.commit_transaction, 60)
         else:
-            remaining = producer.flush(60)
-            if remaining or self.delivery_errors:
-                errors, self.delivery_errors = self.delivery_errors[:5], []
-                raise KafkaException(f"{remaining} records undelivered: {errors}")
+            self._flush()
             if tps:
                 self.consumer.commit(offsets=tps, asynchronous=False)
         for p, changes in writes.items():
