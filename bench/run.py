@@ -241,6 +241,47 @@ def latency_phase(
     return out
 
 
+def warm_broker(ctx: Context) -> dict[str, Any]:
+    """Before anything is measured: the workload once through the broker (transactional
+    load, read back) and a few seconds of paced traffic, so that the JVM's JIT compiling
+    and the first log segments are not charged to whichever contender comes first."""
+    prefix = ctx.prefix("warmup")
+    workload.create_topics(ctx.config_dir, ctx.bootstrap, prefix, [])
+    inputs = [prefix + t for t in workload.INPUT_TOPICS]
+    started = time.monotonic()
+    broker0 = measure.cpu_seconds(ctx.broker_pid) if ctx.broker_pid else None
+    gate = Gate(ctx.bootstrap, prefix.rstrip("."))
+    try:
+        gate.load(ctx.throughput.for_prefix(prefix))
+        gate.open()
+    finally:
+        gate.abort()
+    watch = OutputWatch(ctx.bootstrap, inputs, from_start=True).start()
+    try:
+        watch.wait_count(ctx.throughput.count, 300, "the warm-up read-back")
+    finally:
+        watch.stop()
+    seconds = min(5.0, ctx.args.latency_seconds)
+    sent: dict[str, float] = {}
+    records = [(prefix + t, k, v, e) for t, k, v, e in ctx.latency.records]
+    records = records[: int(seconds * ctx.args.rate)]
+    watch = OutputWatch(ctx.bootstrap, [], from_start=False, floor_topics=inputs, sent=sent)
+    watch.start()
+    try:
+        measure.paced_send(ctx.bootstrap, records, ctx.args.rate, 0, workload.stamp_send_time, sent)
+        time.sleep(0.5)
+    finally:
+        watch.stop()
+    broker1 = measure.cpu_seconds(ctx.broker_pid) if ctx.broker_pid else None
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "broker_cpu_seconds": (
+            round(broker1 - broker0, 1) if broker0 is not None and broker1 is not None else None
+        ),
+        "floor": _percentiles([s for s, kind in watch.samples if kind == "floor"]),
+    }
+
+
 # ---------------------------------------------------------------------------- baselines
 def run_baseline(ctx: Context, name: str, tag: str) -> dict[str, Any]:
     module, label = BASELINES[name]
@@ -917,6 +958,8 @@ def run(args: argparse.Namespace, bootstrap: str, broker: dict[str, Any]) -> dic
             "events": lat.count,
             "avg_event_bytes": lat.describe()["avg_event_bytes"],
         }
+        ctx.say("warming the broker up")
+        results["broker_warmup"] = warm_broker(ctx)
         chosen = [n for n in ALL_CONTENDERS if n in args.contenders.split(",")]
         scale = "leadrouter" in chosen and not args.no_scale
         rounds: list[dict[str, Any]] = []
