@@ -20,7 +20,8 @@ the worker(s) reported /readyz (that counts the worker's first fetch against it)
 stops when the harness's read_committed consumer receives the last output: for (a)/(b) the
 N-th pass-through or dead-letter record; for leadrouter the last record on
 `<prefix>leads.routed.*` once every input is counted in `leadrouter_events_total` (all
-outcomes) and the routed count has not moved for a second. events/s = inputs / elapsed.
+outcomes) and neither the routed count nor `leadrouter_batch_records_sum` has moved for a
+second. events/s = inputs / elapsed.
 CPU seconds are the contender's user+system time over that window (/proc), peak RSS its
 VmHWM at the end of it.
 
@@ -29,7 +30,12 @@ fixed rate (default 2,000/s, after a warm-up that is not sampled), stamping `occ
 send, and for every output that names a sent event (`event_id` for (a)/(b),
 `trigger_event_id` of `lead.assigned` and `lead.activity` for leadrouter) takes the consume
 time minus the send time. p50/p99 are nearest-rank over those samples; the offered rate
-achieved and how far the sender ever fell behind schedule are reported.
+achieved and how far the sender ever fell behind schedule are reported. The same consumer
+reads the sent events back from the input topics: that "floor" is what the producer's
+linger, the broker and the harness add by themselves at that moment.
+
+The broker is warmed up first; the CPU that other work on the machine used is reported per
+window, and `--repeat N` keeps the best of N interleaved rounds (see bench/README.md).
 
 Prints a table and writes everything as JSON to bench/results/<timestamp>.json.
 """
