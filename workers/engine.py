@@ -12,6 +12,7 @@ is a batch loop and not per-event Faust agents.
 from __future__ import annotations
 
 import contextlib
+import gc
 import heapq
 import logging
 import signal
@@ -20,6 +21,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -48,6 +50,7 @@ log = logging.getLogger("leadrouter.worker")
 LAG_EVERY = 5.0
 RESTORE_DEADLINE = 180.0
 CLICK_WAIT = 0.25
+COMMIT_DEADLINE = 120.0  # librdkafka's own timeouts: 30 s for the offsets, 60 s to commit
 
 
 def owner_partition(key: str, partitions: int) -> int:
@@ -56,8 +59,58 @@ def owner_partition(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+def _settle_garbage() -> None:
+    """Lead state is millions of small long-lived dicts and lists: a full collection walks
+    them all, about a second per 150k leads, stalling every record behind it. After each
+    batch the young generations are collected and the survivors frozen out of the
+    collector's reach. Freed state is still released by reference counting; only a cycle
+    that survives its batch and dies later is never reclaimed, and state is acyclic."""
+    gc.collect(1)
+    gc.freeze()
+
+
 def _sent_at(msg: Message) -> int:
     return msg.timestamp()[1]
+
+
+class Background:
+    """A blocking Kafka call on its own thread (confluent-kafka releases the GIL while it
+    waits), joined later with a deadline."""
+
+    def __init__(self, call: Callable[[], None], name: str) -> None:
+        self.name = name
+        self.failure: BaseException | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, args=(call,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], None]) -> None:
+        started = time.perf_counter()
+        try:
+            call()
+        except BaseException as exc:  # handed back to the batch thread by wait()
+            self.failure = exc
+        self.seconds = time.perf_counter() - started
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, seconds: float) -> bool:
+        """False when still running after `seconds`; re-raises the call's exception."""
+        self._thread.join(seconds)
+        if self._thread.is_alive():
+            return False
+        if self.failure is not None:
+            raise self.failure
+        return True
+
+
+@dataclass
+class Commit:
+    """A batch whose transaction is committing: its state changes, kept once it has."""
+
+    work: Background
+    writes: dict[int, dict[bytes, bytes | None]]
 
 
 class Worker:
@@ -108,6 +161,8 @@ class Worker:
         self.instance = instance_id(s)
         self.routed_count = 0
         self.abandoned = False
+        self.outbox: list[tuple[str, bytes | None, bytes | None, int, Any]] = []
+        self.committing: Commit | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, *_: Any) -> None:
@@ -169,6 +224,9 @@ class Worker:
             due = self._due_timers(self.clock())
             if batch or due:
                 self._process(batch, due)
+            elif self.committing is not None and self.committing.work.done():
+                self._settle()
+        self._settle()
         self.consumer.close()  # leaves the group now, so partitions move without a timeout
         self.consumer = None
 
@@ -176,21 +234,24 @@ class Worker:
         guarantee = self.settings.kafka.processing_guarantee
         producer_conf = {
             **self.base_conf,
-            "linger.ms": 5,
+            "linger.ms": 1,  # every batch ends in a flush (commit) anyway
             "batch.num.messages": 10000,
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
             "enable.idempotence": True,
             "acks": "all",
             "partitioner": "murmur2_random",
-            "on_delivery": self._delivered,
         }
-        if guarantee != "at_least_once":
-            producer_conf["transactional.id"] = f"{self.settings.kafka.group_id}-{self.instance}"
-            producer_conf["transaction.timeout.ms"] = 15000
-        self.producer = Producer(producer_conf)
+        self.producer = None
         self.exactly_once = False
         if guarantee != "at_least_once":
+            self.producer = Producer(
+                {
+                    **producer_conf,
+                    "transactional.id": f"{self.settings.kafka.group_id}-{self.instance}",
+                    "transaction.timeout.ms": 15000,
+                }
+            )
             try:
                 self.producer.init_transactions(30)
                 self.exactly_once = guarantee == "exactly_once" or self._transactions_work()
@@ -200,9 +261,11 @@ class Worker:
                 if guarantee == "exactly_once":
                     raise
                 log.warning("broker transactions unusable (%s): using at_least_once", exc)
-                self.producer = Producer(
-                    {k: v for k, v in producer_conf.items() if not k.startswith("transaction")}
-                )
+        if not self.exactly_once:
+            # Every delivery is checked here. With transactions the commit itself fails on
+            # any undelivered record, and a Python callback per record would make the commit
+            # (on its own thread) wait for the GIL once per record.
+            self.producer = Producer({**producer_conf, "on_delivery": self._delivered})
         self.consumer = Consumer(
             {
                 **self.base_conf,
@@ -266,24 +329,18 @@ class Worker:
         """librdkafka can ignore a transactional call's own timeout when the coordinator
         goes away (librdkafka #5456, #5511): run it on a thread and give up on it, and on
         the clients, when it overstays; the next session's producer fences the stuck one."""
-        failure: list[BaseException] = []
+        self._await(Background(lambda: call(*args), getattr(call, "__name__", "call")), seconds)
 
-        def run() -> None:
-            try:
-                call(*args)
-            except BaseException as exc:  # handed back to the batch thread
-                failure.append(exc)
-
-        thread = threading.Thread(target=run, name="kafka-call", daemon=True)
-        thread.start()
-        thread.join(seconds)
-        if thread.is_alive():
+    def _await(self, work: Background, seconds: float) -> None:
+        if not work.wait(seconds):
             self.abandoned = True
-            raise KafkaException(f"{getattr(call, '__name__', call)} stuck for {seconds:.0f} s")
-        if failure:
-            raise failure[0]
+            raise KafkaException(f"{work.name} stuck for {seconds:.0f} s")
 
     def _teardown(self) -> None:
+        if self.committing is not None:  # its outcome no longer matters: state is dropped
+            with contextlib.suppress(Exception):
+                self.abandoned = not self.committing.work.wait(15)
+            self.committing = None
         for client in (self.consumer, self.accounts_reader):
             if client is not None:
                 with contextlib.suppress(KafkaException, RuntimeError):
@@ -299,6 +356,7 @@ class Worker:
 
     # ------------------------------------------------------------------ rebalancing
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()
         for tp in partitions:
             if tp.topic == self.internal_topic and tp.partition not in self.states:
                 self._restore(tp.partition)
@@ -306,6 +364,7 @@ class Worker:
         log.info("assigned %d partitions", len(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()  # the batch in flight commits before its partitions move
         for tp in partitions:
             if tp.topic == self.internal_topic:
                 self._drop_partition(tp.partition)
@@ -484,8 +543,7 @@ class Worker:
     def _process(self, batch: list[Message], due: list[tuple[int, str]]) -> None:
         producer = self.producer
         assert producer is not None and self.consumer is not None
-        if self.exactly_once:
-            producer.begin_transaction()
+        started = time.perf_counter()
         offsets: dict[tuple[str, int], int] = {}
         now = self.clock()
         # Topics are fetched partition by partition; the send time puts an ad click ahead of
@@ -512,29 +570,75 @@ class Worker:
             if state is not None:
                 self.desk.on_sla_due(lead_id, state)
         self._drain_local()
-        writes = {p: s.pending() for p, s in self.states.items() if s.dirty}
-        if not self.exactly_once:
-            self._flush()  # outputs first: state may only say "done" once they are delivered
-        for p, changes in writes.items():
-            for key, value in changes.items():
-                self._produce(self.changelog_topic, key, value, partition=p)
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        self.metrics.batch_process.observe(time.perf_counter() - started)
+        self._settle()  # the previous batch: its commit ran while this one was processed
+        writes = {p: s.pending() for p, s in self.states.items() if s.dirty}
+        outbox, self.outbox = self.outbox, []
         if self.exactly_once:
-            if tps:
-                metadata = self.consumer.consumer_group_metadata()
-                self._within(45, producer.send_offsets_to_transaction, tps, metadata, 30)
-            self._within(75, producer.commit_transaction, 60)
+            producer.begin_transaction()
+            self._send(outbox, writes)
+            metadata = self.consumer.consumer_group_metadata()
+
+            def commit() -> None:
+                if tps:
+                    producer.send_offsets_to_transaction(tps, metadata, 30)
+                producer.commit_transaction(60)
+
+            self.committing = Commit(Background(commit, "commit_transaction"), writes)
+            if len(batch) < self.batch_size:
+                # Caught up: nothing to overlap the commit with, and a commit that runs
+                # alongside the next batch's work finishes later (measured: p50 100 ms vs
+                # 200 ms at 2,000 events/s on the benchmark).
+                self._settle()
         else:
+            committing = time.perf_counter()
+            self._send(outbox, {})
+            self._flush()  # outputs first: state may only say "done" once they are delivered
+            self._send([], writes)
             self._flush()
             if tps:
                 self.consumer.commit(offsets=tps, asynchronous=False)
+            self._persist(writes)
+            self.metrics.batch_commit.observe(time.perf_counter() - committing)
+        self.metrics.flush()
+        if counted:
+            self.metrics.batch_size.observe(counted)
+        _settle_garbage()
+
+    def _send(
+        self,
+        outbox: list[tuple[str, bytes | None, bytes | None, int, Any]],
+        writes: dict[int, dict[bytes, bytes | None]],
+    ) -> None:
+        produce = self._produce_now
+        for topic, key, value, partition, headers in outbox:
+            produce(topic, key, value, partition, headers)
+        changelog = self.changelog_topic
+        for p, changes in writes.items():
+            last = len(changes) - 1
+            for i, (key, value) in enumerate(changes.items()):
+                if i == last and self.exactly_once:  # its offset is the partition's checkpoint
+                    self._produce_now(changelog, key, value, p, None, self._delivered)
+                else:
+                    produce(changelog, key, value, p, None)
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight to commit, then keep its state changes locally.
+        Transactions are serial, so at most one batch is in flight; the next one is
+        processed meanwhile and its outputs wait in the outbox."""
+        pending, self.committing = self.committing, None
+        if pending is None:
+            return
+        self._await(pending.work, COMMIT_DEADLINE)
+        self.metrics.batch_commit.observe(pending.work.seconds)
+        self._persist(pending.writes)
+
+    def _persist(self, writes: dict[int, dict[bytes, bytes | None]]) -> None:
         for p, changes in writes.items():
             state = self.states.get(p)
             if state is not None:
                 state.commit(changes, self.changelog_offsets.get(p))
-        self.metrics.flush()
-        if counted:
-            self.metrics.batch_size.observe(counted)
 
     def _produce(
         self,
@@ -545,11 +649,26 @@ class Worker:
         partition: int = -1,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
+        """Queued until the batch's transaction begins (the previous one may still be
+        committing)."""
+        self.outbox.append((topic, key, value, partition, headers))
+
+    def _produce_now(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        headers: list[tuple[str, bytes]] | None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
         producer = self.producer
         assert producer is not None
         while True:
             try:
-                if headers:
+                if on_delivery is not None:
+                    producer.produce(topic, value, key, partition, on_delivery=on_delivery)
+                elif headers:
                     producer.produce(topic, value, key, partition, headers=headers)
                 else:
                     producer.produce(topic, value, key, partition)

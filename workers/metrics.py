@@ -130,6 +130,16 @@ class Metrics:
             buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000),
             registry=r,
         )
+        self.batch_seconds = Histogram(
+            "leadrouter_batch_seconds",
+            "Wall time per batch by phase: process (validate to outputs queued), commit "
+            "(outputs acknowledged, input offsets and state committed)",
+            ["phase"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.batch_process = self.batch_seconds.labels("process")
+        self.batch_commit = self.batch_seconds.labels("commit")
         self._children: dict[tuple[Any, ...], Any] = {}
         self._pending: dict[tuple[Any, tuple[str, ...]], float] = {}
         self._scores: list[float] = []

@@ -135,24 +135,30 @@ class PartitionState:
         self.dirty.add(key)
 
     def pending(self) -> dict[bytes, bytes | None]:
-        """The batch's changes, encoded once each: what goes to the changelog and the store."""
+        """The batch's changes, encoded once each: what goes to the changelog and the store.
+        Taking them starts the next batch's set, which may be built while this one commits."""
         values = self.values
-        return {
+        writes = {
             key.encode(): None if values[key] is None else orjson.dumps(values[key])
             for key in self.dirty
         }
+        self.dirty = set()
+        return writes
 
     def commit(self, writes: dict[bytes, bytes | None], checkpoint: int | None) -> None:
-        """After the batch committed on Kafka: persist it locally."""
+        """After the batch committed on Kafka: persist it locally. A later batch may already
+        have changed the same keys in memory; those stay as they are."""
         if self.memory:
-            for key in self.dirty:
-                if self.values.get(key) is None:
-                    self.values.pop(key, None)
+            values = self.values
+            for key, value in writes.items():
+                if value is None:
+                    name = key.decode()
+                    if values.get(name) is None:
+                        values.pop(name, None)
         else:
             self.backend.apply(writes, checkpoint)
-            if len(self.values) > self.cache_size:
-                self.values.clear()  # cheap and rare: the hot leads come back in one batch
-        self.dirty.clear()
+            if len(self.values) > self.cache_size:  # cheap and rare: hot leads come back at once
+                self.values = {key: self.values[key] for key in self.dirty}
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         return self.backend.keys_with_prefix(prefix)
