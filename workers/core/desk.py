@@ -194,17 +194,20 @@ class LeadDesk:
         is_new = lead is None
         if lead is None:
             lead = {"id": lead_id, "state": "new", "seen": [], "engagement": {}, "flags": {}}
-        if seen_key(touch["event_id"]) in lead["seen"]:
+        fingerprint = seen_key(touch["event_id"])
+        if fingerprint in lead["seen"]:
             self.recorder.duplicate(touch["ch"])
             return
-        self._remember(lead, touch["event_id"])
+        self._remember(lead, fingerprint)
         self.recorder.accepted(touch["ch"])
         scoring = self.config.scoring
         prior = touch.get("prior")
         if prior:  # the visitor's earlier clicks: remembered too, so a redelivery is a duplicate
-            prior = [c for c in prior if seen_key(c["id"]) not in lead["seen"]]
-            for click in prior:
-                self._remember(lead, click["id"])
+            seen = lead["seen"]
+            fresh = [(c, key) for c in prior if (key := seen_key(c["id"])) not in seen]
+            prior = [c for c, _ in fresh]
+            for _, key in fresh:
+                self._remember(lead, key)
         touches = [*(_expand_click(c) for c in prior), touch] if prior else (touch,)
         for t in touches:
             label, points = score.touch_points(
@@ -237,9 +240,9 @@ class LeadDesk:
             self._qualify(lead, touch, fx)
         state.put(lead_id, lead)
 
-    def _remember(self, lead: dict[str, Any], event_id: str) -> None:
+    def _remember(self, lead: dict[str, Any], fingerprint: str) -> None:
         seen = lead["seen"]
-        seen.append(seen_key(event_id))
+        seen.append(fingerprint)
         if len(seen) > self.config.settings.dedupe_window:
             del seen[: len(seen) - self.config.settings.dedupe_window]
 
@@ -543,10 +546,11 @@ class LeadDesk:
         if lead is None:
             self.recorder.activity(kind, "unknown_lead")
             return
-        if seen_key(act["event_id"]) in lead["seen"]:
+        fingerprint = seen_key(act["event_id"])
+        if fingerprint in lead["seen"]:
             self.recorder.activity(kind, "duplicate")
             return
-        self._remember(lead, act["event_id"])
+        self._remember(lead, fingerprint)
         routed_at = lead.get("routed_at")
         rank = ACTIVITY_RANK[kind]
         in_order = routed_at is not None and act["at"] >= routed_at and rank >= lead.get("rank", 0)
