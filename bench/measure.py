@@ -95,7 +95,8 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
 def scrape(url: str, timeout: float = 5) -> dict[str, float] | None:
-    """Sum of every sample per metric name in a Prometheus text page (None: unreachable)."""
+    """Sum of every sample per metric name in a Prometheus text page, and each labelled
+    sample under `name{labels}` as well (None: unreachable)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read().decode()
@@ -108,6 +109,8 @@ def scrape(url: str, timeout: float = 5) -> dict[str, float] | None:
         m = _SAMPLE.match(line)
         if m:
             sums[m.group(1)] = sums.get(m.group(1), 0.0) + float(m.group(3))
+            if m.group(2):
+                sums[m.group(1) + m.group(2)] = float(m.group(3))
     return sums
 
 

@@ -169,8 +169,11 @@ class LeadrouterProc(Proc):
     ) -> None:
         self.port = free_port()
         self.data_dir = data_dir
+        inherited = {
+            k: v for k, v in os.environ.items() if k != "LEADROUTER_PROCESSING_GUARANTEE"
+        }  # the default (exactly_once here) unless a contender asks for another
         env = {
-            **os.environ,
+            **inherited,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "LEADROUTER_TOPIC_PREFIX": prefix,
             "LEADROUTER_GROUP_ID": group,
@@ -181,7 +184,6 @@ class LeadrouterProc(Proc):
             "LEADROUTER_LOG_LEVEL": "WARNING",
             **(extra_env or {}),
         }
-        env.pop("LEADROUTER_PROCESSING_GUARANTEE", None)  # the default: exactly_once here
         command = shlex.split(LEADROUTER)
         self.gc_log = gc_log
         if gc_log is not None:  # the same CLI, with full collections logged

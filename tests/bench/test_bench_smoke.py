@@ -31,7 +31,11 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
     printed = capsys.readouterr().out
 
     contenders = results["contenders"]
-    assert set(contenders) == {"raw_aiokafka", "faust_naive", "leadrouter"}
+    assert set(contenders) == {"raw_aiokafka", "faust_naive", "leadrouter", "leadrouter_alo"}
+    alo = contenders.pop("leadrouter_alo")  # latency only: what the transactions cost
+    assert "error" not in alo, alo.get("error")
+    assert alo["latency"]["samples"] > 0 and alo["latency"]["p99_ms"] > 0
+    assert alo["guarantee"] == "at_least_once" and alo["label"] in printed
     for name, r in contenders.items():
         assert "error" not in r, f"{name}: {r.get('error')}"
         t = r["throughput"]
@@ -60,6 +64,6 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
     assert results["broker"]["version"]
 
     stored = orjson.loads(Path(results["json_path"]).read_bytes())
-    assert set(stored["contenders"]) == set(contenders)
+    assert set(stored["contenders"]) == {*contenders, "leadrouter_alo"}
     assert stored["ratios"] == results["ratios"]
     assert "events/s" in printed and "p99 ms" in printed
