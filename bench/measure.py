@@ -29,6 +29,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from tests.support.worker import wait_until
+
+__all__ = ["wait_until"]  # the tests' poll-with-deadline, used across the harness
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -120,17 +123,6 @@ def http_ok(url: str) -> bool:
             return response.status == 200
     except (OSError, urllib.error.URLError):
         return False
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def group_settled(bootstrap: str, group: str, members: int) -> bool:

@@ -450,14 +450,21 @@ def _prepare_leadrouter_topics(ctx: Context, prefix: str) -> Any:
     return config, accounts
 
 
-def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> dict[str, Any]:
+def _preload_leadrouter(ctx: Context, name: str) -> tuple[str, Any, list[str], Gate]:
+    """Topics under the contender's prefix, the demo accounts, and the workload loaded inside
+    one open transaction (the returned gate commits it). Returns (prefix, accounts, routed
+    topics, gate)."""
     prefix = ctx.prefix(name)
-    n = ctx.throughput.count
-    ctx.say(f"{name}: creating topics and pre-loading {n} events under {prefix}")
+    ctx.say(f"{name}: creating topics and pre-loading {ctx.throughput.count} events under {prefix}")
     config, accounts = _prepare_leadrouter_topics(ctx, prefix)
-    routed = workload.routed_topics(config, prefix)
     gate = Gate(ctx.bootstrap, prefix.rstrip("."))
     gate.load(ctx.throughput.for_prefix(prefix))
+    return prefix, accounts, workload.routed_topics(config, prefix), gate
+
+
+def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> dict[str, Any]:
+    n = ctx.throughput.count
+    prefix, accounts, routed, gate = _preload_leadrouter(ctx, name)
     result: dict[str, Any] = {
         "label": LEADROUTER_LABEL if processes == 1 else f"(c) leadrouter x{processes} procs",
         "prefix": prefix,
@@ -571,13 +578,8 @@ def run_leadrouter_alo(ctx: Context, name: str) -> dict[str, Any]:
     transaction costs. The worker first works through the same pre-loaded events (untimed:
     it reads uncommitted records, so the loading gate cannot start a clock), so its state
     is as large as the exactly-once worker's when the paced send starts."""
-    prefix = ctx.prefix(name)
     n = ctx.throughput.count
-    ctx.say(f"{name}: creating topics and loading {n} events under {prefix}")
-    config, accounts = _prepare_leadrouter_topics(ctx, prefix)
-    routed = workload.routed_topics(config, prefix)
-    gate = Gate(ctx.bootstrap, prefix.rstrip("."))
-    gate.load(ctx.throughput.for_prefix(prefix))
+    prefix, accounts, routed, gate = _preload_leadrouter(ctx, name)
     gate.open()
     result: dict[str, Any] = {
         "label": ALO_LABEL,

@@ -4,7 +4,6 @@ and produced unchanged into each contender's topics."""
 from __future__ import annotations
 
 import random
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,32 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from bench.contenders import INPUT_TOPICS, PASS_THROUGH_OUT
+from tests.support.worker import always_open_config
 from topics import catalogue as cat
 from workers import admin
-from workers.settings import DEFAULT_CONFIG_DIR, Config, load_config
-from workers.simulate import Person, Traffic, companies, iso_now
+from workers.demo import demo_accounts
+from workers.settings import Config, load_config
+from workers.simulate import Person, Traffic, iso_now
 
 # What a latency-run record carries before it is sent: the occurred_at of time 0 is replaced
 # by the send time (same length, so the record size does not change).
 EPOCH_STAMP = iso_now(0.0).encode()
 assert set(INPUT_TOPICS) == {cat.FORM_FILLS, cat.EMAIL_EVENTS, cat.AD_CLICKS}
-__all__ = ["INPUT_TOPICS", "PASS_THROUGH_OUT"]
-
-
-def always_open_config(target: Path) -> Path:
-    """The shipped config with every rep available around the clock, so a run does not
-    depend on the time of day (the same change the integration tests make)."""
-    shutil.copytree(DEFAULT_CONFIG_DIR, target)
-    reps_file = target / "reps.yaml"
-    reps = yaml.safe_load(reps_file.read_text())
-    for rep in reps["reps"].values():
-        rep.pop("working_hours", None)
-        rep.pop("out_of_office", None)
-    reps_file.write_text(yaml.safe_dump(reps))
-    return target
+__all__ = ["INPUT_TOPICS", "PASS_THROUGH_OUT", "always_open_config", "demo_accounts"]
 
 
 def config_for(config_dir: Path, bootstrap: str, prefix: str) -> Config:
@@ -71,22 +58,6 @@ def create_topics(config_dir: Path, bootstrap: str, prefix: str, extra: list[str
         finally:
             client.close()
     return config
-
-
-def demo_accounts(config: Config) -> list[dict[str, Any]]:
-    """A third of the simulated companies as known accounts, some with an owner (as `demo`)."""
-    reps = list(config.reps.reps)
-    return [
-        {
-            "domain": c.domain,
-            "name": c.name,
-            "employees": c.employees,
-            "industry": c.industry,
-            "country": c.country,
-            "owner": reps[i % len(reps)] if i % 4 == 0 else None,
-        }
-        for i, c in enumerate(companies()[::3])
-    ]
 
 
 @dataclass

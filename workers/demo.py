@@ -37,7 +37,7 @@ def _with(config: Config, **kafka: Any) -> Config:
     )
 
 
-def _demo_accounts(config: Config) -> list[dict[str, Any]]:
+def demo_accounts(config: Config) -> list[dict[str, Any]]:
     """A third of the simulated companies are known accounts; some have an owner rep."""
     reps = list(config.reps.reps)
     out = []
@@ -174,7 +174,7 @@ def run_demo(config: Config, *, rate: float, duration: float | None, seed: int |
     try:
         for line in admin.apply(config):
             print(f"topic {line}", flush=True)
-        print(f"accounts loaded: {admin.load_accounts(config, _demo_accounts(config))}", flush=True)
+        print(f"accounts loaded: {admin.load_accounts(config, demo_accounts(config))}", flush=True)
         threads.append(threading.Thread(target=worker.run, name="worker", daemon=True))
         threads.append(
             threading.Thread(
