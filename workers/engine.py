@@ -50,7 +50,9 @@ log = logging.getLogger("leadrouter.worker")
 LAG_EVERY = 5.0
 RESTORE_DEADLINE = 180.0
 CLICK_WAIT = 0.25
-COMMIT_DEADLINE = 120.0  # librdkafka's own timeouts: 30 s for the offsets, 60 s to commit
+# A commit that outlives the broker's transaction timeout (15 s) cannot succeed any more;
+# librdkafka's own timeouts (15 s offsets, 20 s commit) are not always honoured (see _within).
+COMMIT_DEADLINE = 30.0
 
 
 def owner_partition(key: str, partitions: int) -> int:
@@ -582,8 +584,8 @@ class Worker:
 
             def commit() -> None:
                 if tps:
-                    producer.send_offsets_to_transaction(tps, metadata, 30)
-                producer.commit_transaction(60)
+                    producer.send_offsets_to_transaction(tps, metadata, 15)
+                producer.commit_transaction(20)
 
             self.committing = Commit(Background(commit, "commit_transaction"), writes)
             if len(batch) < self.batch_size:
