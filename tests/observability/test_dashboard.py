@@ -37,12 +37,14 @@ METRIC_LABELS: dict[str, set[str]] = {
     "leadrouter_sales_activities_total": {"type", "outcome"},
     "leadrouter_lead_score": set(),
     "leadrouter_consumer_lag": {"topic"},
+    "leadrouter_batch_seconds": {"phase"},
 }
 HISTOGRAMS = {
     "leadrouter_route_latency_seconds",
     "leadrouter_speed_to_lead_seconds",
     "leadrouter_time_to_conversion_seconds",
     "leadrouter_lead_score",
+    "leadrouter_batch_seconds",
 }
 TARGET_LABELS = {"job", "instance"}
 # Identifiers and free text never become labels (DESIGN.md, Conversion feedback and metrics).
