@@ -21,7 +21,6 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -95,9 +94,6 @@ class Background:
             self.failure = exc
         self.seconds = time.perf_counter() - started
 
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
     def wait(self, seconds: float) -> bool:
         """False when still running after `seconds`; re-raises the call's exception."""
         self._thread.join(seconds)
@@ -106,14 +102,6 @@ class Background:
         if self.failure is not None:
             raise self.failure
         return True
-
-
-@dataclass
-class Commit:
-    """A batch whose transaction is committing: its state changes, kept once it has."""
-
-    work: Background
-    writes: dict[int, dict[bytes, bytes | None]]
 
 
 class Worker:
@@ -165,7 +153,6 @@ class Worker:
         self.routed_count = 0
         self.abandoned = False
         self.outbox: list[tuple[str, bytes | None, bytes | None, int, Any]] = []
-        self.committing: Commit | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, *_: Any) -> None:
@@ -227,9 +214,6 @@ class Worker:
             due = self._due_timers(self.clock())
             if batch or due:
                 self._process(batch, due)
-            elif self.committing is not None and self.committing.work.done():
-                self._settle()
-        self._settle()
         self.consumer.close()  # leaves the group now, so partitions move without a timeout
         self.consumer = None
 
@@ -340,10 +324,6 @@ class Worker:
             raise KafkaException(f"{work.name} stuck for {seconds:.0f} s")
 
     def _teardown(self) -> None:
-        if self.committing is not None:  # its outcome no longer matters: state is dropped
-            with contextlib.suppress(Exception):
-                self.abandoned = not self.committing.work.wait(15)
-            self.committing = None
         for client in (self.consumer, self.accounts_reader):
             if client is not None:
                 with contextlib.suppress(KafkaException, RuntimeError):
@@ -359,7 +339,6 @@ class Worker:
 
     # ------------------------------------------------------------------ rebalancing
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._settle()
         for tp in partitions:
             if tp.topic == self.internal_topic and tp.partition not in self.states:
                 self._restore(tp.partition)
@@ -367,7 +346,6 @@ class Worker:
         log.info("assigned %d partitions", len(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._settle()  # the batch in flight commits before its partitions move
         for tp in partitions:
             if tp.topic == self.internal_topic:
                 self._drop_partition(tp.partition)
@@ -575,7 +553,6 @@ class Worker:
         self._drain_local()
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         self.metrics.batch_process.observe(time.perf_counter() - started)
-        self._settle()  # the previous batch: its commit ran while this one was processed
         writes = {p: s.pending() for p, s in self.states.items() if s.dirty}
         outbox, self.outbox = self.outbox, []
         if self.exactly_once:
@@ -588,11 +565,10 @@ class Worker:
                     producer.send_offsets_to_transaction(tps, metadata, 10)
                 producer.commit_transaction(15)
 
-            self.committing = Commit(Background(commit, "commit_transaction"), writes)
-            # Waited for at once. Overlapping it with the next batch (+5-20% throughput) lost
-            # and duplicated records when the broker was killed repeatedly (long reliability
-            # test), so it stays off until that is understood.
-            self._settle()
+            work = Background(commit, "commit_transaction")
+            self._await(work, COMMIT_DEADLINE)
+            self.metrics.batch_commit.observe(work.seconds)
+            self._persist(writes)
         else:
             committing = time.perf_counter()
             self._send(outbox, {})
@@ -625,17 +601,6 @@ class Worker:
                 else:
                     produce(changelog, key, value, p, None)
 
-    def _settle(self) -> None:
-        """Wait for the batch in flight to commit, then keep its state changes locally.
-        Transactions are serial, so at most one batch is in flight; the next one is
-        processed meanwhile and its outputs wait in the outbox."""
-        pending, self.committing = self.committing, None
-        if pending is None:
-            return
-        self._await(pending.work, COMMIT_DEADLINE)
-        self.metrics.batch_commit.observe(pending.work.seconds)
-        self._persist(pending.writes)
-
     def _persist(self, writes: dict[int, dict[bytes, bytes | None]]) -> None:
         for p, changes in writes.items():
             state = self.states.get(p)
@@ -651,8 +616,7 @@ class Worker:
         partition: int = -1,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Queued until the batch's transaction begins (the previous one may still be
-        committing)."""
+        """Queued in the outbox and sent once the batch is processed, inside its transaction."""
         self.outbox.append((topic, key, value, partition, headers))
 
     def _produce_now(
