@@ -237,6 +237,14 @@ class Worker:
                     **producer_conf,
                     "transactional.id": f"{self.settings.kafka.group_id}-{self.instance}",
                     "transaction.timeout.ms": 15000,
+                    # The broker answers EndTxn before it has written the commit markers,
+                    # and refuses the next transaction's first request until they are
+                    # written (CONCURRENT_TRANSACTIONS, a few ms). librdkafka retries after
+                    # retry.backoff.ms, 100 ms by default: a tenth of a second added to
+                    # every batch that follows its predecessor closely. Repeated failures
+                    # still back off exponentially, to retry.backoff.max.ms.
+                    "retry.backoff.ms": 5,
+                    "retry.backoff.max.ms": 1000,
                 }
             )
             try:
@@ -265,6 +273,10 @@ class Worker:
                 "heartbeat.interval.ms": 1000,
                 "max.poll.interval.ms": 300000,
                 "queued.max.messages.kbytes": 65536,
+                # Once the prefetch queue is over its limit librdkafka pauses fetching for
+                # this long (1 s by default): long enough for a busy worker to drain the
+                # queue and sit idle waiting for the next fetch.
+                "fetch.queue.backoff.ms": 20,
                 "statistics.interval.ms": int(LAG_EVERY * 1000),
                 "stats_cb": self._stats,
             }
