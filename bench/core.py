@@ -55,8 +55,7 @@ def run_batch(worker: Worker, batch: list[Message]) -> None:
         worker._ingest(msg, msg.topic(), now)
         worker._drain_local()
     writes = {p: s.pending() for p, s in worker.states.items() if s.dirty}
-    outbox, worker.outbox = worker.outbox, []
-    worker._send(outbox, writes)
+    worker._send(writes)
     worker._persist(writes)
     worker.metrics.flush()
     _settle_garbage()

@@ -152,7 +152,6 @@ class Worker:
         self.instance = instance_id(s)
         self.routed_count = 0
         self.abandoned = False
-        self.outbox: list[tuple[str, bytes | None, bytes | None, int, Any]] = []
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, *_: Any) -> None:
@@ -537,6 +536,10 @@ class Worker:
         producer = self.producer
         assert producer is not None and self.consumer is not None
         started = time.perf_counter()
+        if self.exactly_once:
+            # Begun before the first record is handled, so outputs stream to the broker
+            # while the rest of the batch is processed and the commit waits only for the tail.
+            producer.begin_transaction()
         offsets: dict[tuple[str, int], int] = {}
         now = self.clock()
         # Topics are fetched partition by partition; the send time puts an ad click ahead of
@@ -566,10 +569,8 @@ class Worker:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         self.metrics.batch_process.observe(time.perf_counter() - started)
         writes = {p: s.pending() for p, s in self.states.items() if s.dirty}
-        outbox, self.outbox = self.outbox, []
         if self.exactly_once:
-            producer.begin_transaction()
-            self._send(outbox, writes)
+            self._send(writes)
             metadata = self.consumer.consumer_group_metadata()
 
             def commit() -> None:
@@ -583,9 +584,8 @@ class Worker:
             self._persist(writes)
         else:
             committing = time.perf_counter()
-            self._send(outbox, {})
             self._flush()  # outputs first: state may only say "done" once they are delivered
-            self._send([], writes)
+            self._send(writes)
             self._flush()
             if tps:
                 self.consumer.commit(offsets=tps, asynchronous=False)
@@ -596,22 +596,17 @@ class Worker:
             self.metrics.batch_size.observe(counted)
         _settle_garbage()
 
-    def _send(
-        self,
-        outbox: list[tuple[str, bytes | None, bytes | None, int, Any]],
-        writes: dict[int, dict[bytes, bytes | None]],
-    ) -> None:
-        produce = self._produce_now
-        for topic, key, value, partition, headers in outbox:
-            produce(topic, key, value, partition, headers)
+    def _send(self, writes: dict[int, dict[bytes, bytes | None]]) -> None:
+        """The batch's state changes, to the changelog."""
+        produce = self._produce
         changelog = self.changelog_topic
         for p, changes in writes.items():
             last = len(changes) - 1
             for i, (key, value) in enumerate(changes.items()):
                 if i == last and self.exactly_once:  # its offset is the partition's checkpoint
-                    self._produce_now(changelog, key, value, p, None, self._delivered)
+                    produce(changelog, key, value, partition=p, on_delivery=self._delivered)
                 else:
-                    produce(changelog, key, value, p, None)
+                    produce(changelog, key, value, partition=p)
 
     def _persist(self, writes: dict[int, dict[bytes, bytes | None]]) -> None:
         for p, changes in writes.items():
@@ -627,19 +622,10 @@ class Worker:
         *,
         partition: int = -1,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Queued in the outbox and sent once the batch is processed, inside its transaction."""
-        self.outbox.append((topic, key, value, partition, headers))
-
-    def _produce_now(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int,
-        headers: list[tuple[str, bytes]] | None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
+        """Never waits for the broker: with exactly_once the record joins the batch's open
+        transaction; the commit (or the flush, at_least_once) checks that it arrived."""
         producer = self.producer
         assert producer is not None
         while True:
