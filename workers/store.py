@@ -55,14 +55,31 @@ class MemoryBackend:
         self.data.clear()
 
 
+# RocksDB's defaults (a 64 MiB memtable, two of them, per database) let each owned partition
+# hold up to 128 MiB of recent writes in memory before flushing: a burst of lead updates
+# stayed in the worker's RSS long after it ended. Small memtables flush sooner; reads that
+# miss the decoded-value cache go to one block cache shared by every partition.
+MEMTABLE_BYTES = 4 << 20
+BLOCK_CACHE_BYTES = 32 << 20
+_block_cache: Any = None
+
+
 class RocksBackend:
     def __init__(self, path: Path) -> None:
-        from rocksdict import Options, Rdict, WriteBatch
+        from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
+        global _block_cache
+        if _block_cache is None:
+            _block_cache = Cache(BLOCK_CACHE_BYTES)
         self._write_batch = WriteBatch
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        options.set_write_buffer_size(MEMTABLE_BYTES)
+        options.set_max_write_buffer_number(2)
+        table = BlockBasedOptions()
+        table.set_block_cache(_block_cache)
+        options.set_block_based_table_factory(table)
         self.db = Rdict(str(path), options)
         self.path = path
 
