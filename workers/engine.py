@@ -12,6 +12,8 @@ is a batch loop and not per-event Faust agents.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import heapq
 import logging
@@ -49,6 +51,7 @@ log = logging.getLogger("leadrouter.worker")
 LAG_EVERY = 5.0
 RESTORE_DEADLINE = 180.0
 CLICK_WAIT = 0.25
+TRIM_EVERY = 10.0
 # librdkafka's own timeouts (10 s for the offsets, 15 s to commit) end a slow commit with an
 # error; the deadline only catches a call that ignores them (see _within), so it must be
 # longer than both together: a commit abandoned while still alive could complete later.
@@ -69,6 +72,19 @@ def _settle_garbage() -> None:
     that survives its batch and dies later is never reclaimed, and state is acyclic."""
     gc.collect(1)
     gc.freeze()
+
+
+def _libc_trim() -> Callable[[], None]:
+    """glibc keeps memory freed by librdkafka's threads (a drained read-ahead of up to
+    queued.max.messages.kbytes) in per-thread arenas; malloc_trim hands it back."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+release_freed_memory = _libc_trim()
 
 
 def _sent_at(msg: Message) -> int:
@@ -206,8 +222,12 @@ class Worker:
             len(topics),
             "exactly_once" if self.exactly_once else "at_least_once",
         )
+        trimmed = time.monotonic()
         while not self.stopping.is_set():
             batch = self._next_batch()
+            if len(batch) < self.batch_size and time.monotonic() - trimmed > TRIM_EVERY:
+                release_freed_memory()  # caught up: a backlog's buffers are free now
+                trimmed = time.monotonic()
             self.health.beat()
             self._poll_accounts()
             due = self._due_timers(self.clock())
