@@ -91,6 +91,16 @@ def _sent_at(msg: Message) -> int:
     return msg.timestamp()[1]
 
 
+def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
+    """The input positions the batch's commit moves to: one past the highest offset read."""
+    ends: dict[tuple[str, int], int] = {}
+    for msg in batch:
+        if msg.error() is None:
+            key = (msg.topic(), msg.partition())
+            ends[key] = max(ends.get(key, 0), msg.offset() + 1)
+    return [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+
+
 class Background:
     """A blocking Kafka call on its own thread (confluent-kafka releases the GIL while it
     waits), joined later with a deadline."""
@@ -556,11 +566,19 @@ class Worker:
         producer = self.producer
         assert producer is not None and self.consumer is not None
         started = time.perf_counter()
+        tps = _next_offsets(batch)
+        sending: Background | None = None
         if self.exactly_once:
             # Begun before the first record is handled, so outputs stream to the broker
-            # while the rest of the batch is processed and the commit waits only for the tail.
+            # while the rest of the batch is processed and the commit waits only for the tail;
+            # the input offsets are known already and join the transaction meanwhile too.
             producer.begin_transaction()
-        offsets: dict[tuple[str, int], int] = {}
+            if tps:
+                metadata = self.consumer.consumer_group_metadata()
+                sending = Background(
+                    lambda: producer.send_offsets_to_transaction(tps, metadata, 10),
+                    "send_offsets_to_transaction",
+                )
         now = self.clock()
         # Topics are fetched partition by partition; the send time puts an ad click ahead of
         # the form fill that followed it even when they arrive in one batch.
@@ -574,7 +592,6 @@ class Worker:
                     raise KafkaException(err)
                 continue
             topic = msg.topic()
-            offsets[(topic, msg.partition())] = msg.offset() + 1
             counted += 1
             if topic == internal:
                 self._desk(msg)
@@ -586,21 +603,18 @@ class Worker:
             if state is not None:
                 self.desk.on_sla_due(lead_id, state)
         self._drain_local()
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         self.metrics.batch_process.observe(time.perf_counter() - started)
         writes = {p: s.pending() for p, s in self.states.items() if s.dirty}
         if self.exactly_once:
+            committing = time.perf_counter()
             self._send(writes)
-            metadata = self.consumer.consumer_group_metadata()
-
-            def commit() -> None:
-                if tps:
-                    producer.send_offsets_to_transaction(tps, metadata, 10)
-                producer.commit_transaction(15)
-
-            work = Background(commit, "commit_transaction")
-            self._await(work, COMMIT_DEADLINE)
-            self.metrics.batch_commit.observe(work.seconds)
+            if sending is not None:
+                self._await(sending, COMMIT_DEADLINE)
+            self._await(
+                Background(lambda: producer.commit_transaction(15), "commit_transaction"),
+                COMMIT_DEADLINE,
+            )
+            self.metrics.batch_commit.observe(time.perf_counter() - committing)
             self._persist(writes)
         else:
             committing = time.perf_counter()
