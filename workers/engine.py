@@ -605,26 +605,20 @@ class Worker:
         self._drain_local()
         self.metrics.batch_process.observe(time.perf_counter() - started)
         writes = {p: s.pending() for p, s in self.states.items() if s.dirty}
+        committing = time.perf_counter()
         if self.exactly_once:
-            committing = time.perf_counter()
             self._send(writes)
             if sending is not None:
                 self._await(sending, COMMIT_DEADLINE)
-            self._await(
-                Background(lambda: producer.commit_transaction(15), "commit_transaction"),
-                COMMIT_DEADLINE,
-            )
-            self.metrics.batch_commit.observe(time.perf_counter() - committing)
-            self._persist(writes)
+            self._within(COMMIT_DEADLINE, producer.commit_transaction, 15)
         else:
-            committing = time.perf_counter()
             self._flush()  # outputs first: state may only say "done" once they are delivered
             self._send(writes)
             self._flush()
             if tps:
                 self.consumer.commit(offsets=tps, asynchronous=False)
-            self._persist(writes)
-            self.metrics.batch_commit.observe(time.perf_counter() - committing)
+        self.metrics.batch_commit.observe(time.perf_counter() - committing)
+        self._persist(writes)
         self.metrics.flush()
         if counted:
             self.metrics.batch_size.observe(counted)

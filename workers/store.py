@@ -11,6 +11,7 @@ fails to commit ends the session: its partitions are dropped and restored from t
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,16 +62,19 @@ class MemoryBackend:
 # miss the decoded-value cache go to one block cache shared by every partition.
 MEMTABLE_BYTES = 4 << 20
 BLOCK_CACHE_BYTES = 32 << 20
-_block_cache: Any = None
+
+
+@functools.cache
+def _shared_block_cache() -> Any:
+    from rocksdict import Cache
+
+    return Cache(BLOCK_CACHE_BYTES)
 
 
 class RocksBackend:
     def __init__(self, path: Path) -> None:
-        from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
+        from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch
 
-        global _block_cache
-        if _block_cache is None:
-            _block_cache = Cache(BLOCK_CACHE_BYTES)
         self._write_batch = WriteBatch
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
@@ -78,7 +82,7 @@ class RocksBackend:
         options.set_write_buffer_size(MEMTABLE_BYTES)
         options.set_max_write_buffer_number(2)
         table = BlockBasedOptions()
-        table.set_block_cache(_block_cache)
+        table.set_block_cache(_shared_block_cache())
         options.set_block_based_table_factory(table)
         self.db = Rdict(str(path), options)
         self.path = path
