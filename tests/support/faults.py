@@ -828,10 +828,8 @@ def fairness_problems(
         problems.append(f"fairness: round robin uneven: {dict(zip(reps, counts, strict=True))}")
     if desk.get("rr") != len(assigned) % len(reps):
         problems.append(f"fairness: pointer rr={desk.get('rr')} after {len(assigned)} leads")
-    recent = desk.get("recent", [])
-    if len(recent) != len(set(recent)):
-        problems.append("fairness: the recent-assignment memory has repeats")
-    expected = {f"{v['lead_id']}/{v['trigger_event_id']}" for v in assigned}
+    recent = desk.get("recent", {})
+    expected = {seen_key(f"{v['lead_id']}/{v['trigger_event_id']}") for v in assigned}
     if len(assigned) <= RECENT_MEMORY and set(recent) != expected:
         problems.append(
             f"fairness: recent-assignment memory ({len(recent)}) differs from the "

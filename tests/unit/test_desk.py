@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from tests.support.desk import Pipeline
@@ -106,6 +107,30 @@ def test_routed_once_then_activity_without_reassignment(line: Pipeline):
     reps = {p[2]["rep_id"] for p in line.published}
     assert len(reps) == 1
     assert line.published[2][2]["activity"]["type"] == "click"
+
+
+@pytest.mark.parametrize("older_state", [False, True], ids=["fingerprints", "plain-list"])
+def test_redelivered_assign_request_routes_once(line: Pipeline, older_state: bool):
+    requests: list[tuple[str, dict]] = []
+    handle = line.desk.handle
+
+    def spy(key: str, record: dict, state):
+        if record.get("k") == "assign":
+            requests.append((key, orjson.loads(orjson.dumps(record))))
+        return handle(key, record, state)
+
+    line.desk.handle = spy  # type: ignore[method-assign]
+    line.send("form_fill", form("jane@acme.com", "demo-request"))
+    assert len(line.published) == 1 and len(requests) == 1
+    key, request = requests[0]
+    desk = line.state.data[key]
+    if older_state:  # a queue desk written before its memory was fingerprinted
+        desk["recent"] = [f"{request['lead']}/{request['draft']['trigger_event_id']}"]
+    before = orjson.loads(orjson.dumps(desk))
+    fx = handle(key, request, line.state)
+    assert (fx.published, fx.internal) == ([], [])
+    after = line.state.data[key]
+    assert after["reps"] == before["reps"] and after["rr"] == before["rr"]
 
 
 def test_anonymous_ad_click_becomes_first_touch(line: Pipeline):

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, Protocol
 
 from topics.contracts import Invalid, parse
@@ -114,6 +115,18 @@ def _source(touch: dict[str, Any]) -> dict[str, Any]:
         "event_id": touch["id"] if "id" in touch else touch.get("event_id"),
         "at": touch["at"],
     }
+
+
+def _recent_assignments(desk: dict[str, Any]) -> dict[str, int]:
+    """The queue's last RECENT_ASSIGNMENTS routings, fingerprinted, oldest first: a mapping
+    so a redelivery is found without a scan, short keys so the desk's changelog record stays
+    small although it is rewritten every batch. Older state kept a list of the plain
+    "lead/event" strings; it is converted on first use."""
+    recent = desk.get("recent")
+    if isinstance(recent, dict):
+        return recent
+    desk["recent"] = {seen_key(attempt): 1 for attempt in recent or ()}
+    return desk["recent"]
 
 
 def source_label(source: dict[str, Any] | None) -> str:
@@ -473,12 +486,14 @@ class LeadDesk:
         queue_name = request["queue"]
         queue = self.config.routing.queues[queue_name]
         desk = state.get(key) or {}
-        recent = desk.setdefault("recent", [])
-        attempt = f"{request['lead']}/{request['draft']['trigger_event_id']}"
+        recent = _recent_assignments(desk)
+        attempt = seen_key(f"{request['lead']}/{request['draft']['trigger_event_id']}")
         if attempt in recent:  # a redelivered request: this routing was done already
             return
-        recent.append(attempt)
-        del recent[:-RECENT_ASSIGNMENTS]
+        recent[attempt] = 1
+        if len(recent) > RECENT_ASSIGNMENTS:
+            for oldest in list(islice(recent, len(recent) - RECENT_ASSIGNMENTS)):
+                del recent[oldest]
         now = self.clock()
         rep, steps = assign.pick_rep(
             queue_name,
