@@ -211,7 +211,8 @@ def burst_run(rig: Rig, *, rate: float, steady: float, burst: float, seed: int) 
         )
         burst_mb = burst_sent * (mix.bytes / mix.n) / 2**20
         # What exists only while there is a backlog: the consumer's read-ahead (bounded by
-        # queued.max.messages.kbytes, 64 MiB), one batch and its outputs in flight.
+        # queued.max.messages.kbytes, 16 MiB, overshot by up to one fetch response), one batch
+        # and its outputs in flight, and what glibc keeps of them until malloc_trim.
         transient = peak - caught
         assert transient < 96, f"RSS peaked {transient:.0f} MiB above its caught-up size"
         # What stays: the state written meanwhile (RocksDB memtables, decoded-value cache);

@@ -526,7 +526,7 @@ def poison_run(rig: Rig, count: int, seed: int) -> dict:
     assert not stray, f"log lines not written by the logger (injected?): {stray[:3]}"
 
     # Memory: the second half must not grow the worker (no per-record retention), and the
-    # peak is bounded by the consumer's prefetch (queued.max.messages.kbytes, 64 MiB), one
+    # peak is bounded by the consumer's prefetch (queued.max.messages.kbytes, 16 MiB), one
     # batch and the dead-letter producer's in-flight copy: never by the flood's size.
     flood_mb = sum(len(r[2] or b"") for r in records) / 2**20
     growth = after_second - after_first
