@@ -111,26 +111,37 @@ def test_routed_once_then_activity_without_reassignment(line: Pipeline):
 
 @pytest.mark.parametrize("older_state", [False, True], ids=["fingerprints", "plain-list"])
 def test_redelivered_assign_request_routes_once(line: Pipeline, older_state: bool):
-    requests: list[tuple[str, dict]] = []
+    records: list[tuple[str, dict]] = []
     handle = line.desk.handle
 
     def spy(key: str, record: dict, state):
-        if record.get("k") == "assign":
-            requests.append((key, orjson.loads(orjson.dumps(record))))
+        if record.get("k") in ("assign", "assigned"):
+            records.append((key, orjson.loads(orjson.dumps(record))))
         return handle(key, record, state)
 
     line.desk.handle = spy  # type: ignore[method-assign]
     line.send("form_fill", form("jane@acme.com", "demo-request"))
-    assert len(line.published) == 1 and len(requests) == 1
-    key, request = requests[0]
+    assert len(line.published) == 1 and [r["k"] for _, r in records] == ["assign", "assigned"]
+    (key, request), (lead, answer) = records
     desk = line.state.data[key]
     if older_state:  # a queue desk written before its memory was fingerprinted
         desk["recent"] = [f"{request['lead']}/{request['draft']['trigger_event_id']}"]
     before = orjson.loads(orjson.dumps(desk))
     fx = handle(key, request, line.state)
-    assert (fx.published, fx.internal) == ([], [])
     after = line.state.data[key]
-    assert after["reps"] == before["reps"] and after["rr"] == before["rr"]
+    assert fx.published == [] and after["reps"] == before["reps"] and after["rr"] == before["rr"]
+    if older_state:  # nothing remembered to answer with
+        assert fx.internal == []
+        return
+    # Answered again with the same rep and time, for a lead that lost the first answer in a
+    # crash (at_least_once): it is routed as sales were told; a lead that kept it is unchanged.
+    assert fx.internal == [(lead, answer)]
+    routed = orjson.loads(orjson.dumps(line.state.data[lead]))
+    handle(lead, answer, line.state)
+    assert line.state.data[lead] == routed
+    line.state.data[lead].update(state="pending", rep=None, routed_at=None)
+    handle(lead, answer, line.state)
+    assert line.state.data[lead] == routed
 
 
 def test_anonymous_ad_click_becomes_first_touch(line: Pipeline):

@@ -118,10 +118,11 @@ def _source(touch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _recent_assignments(desk: dict[str, Any]) -> dict[str, int]:
-    """The queue's last RECENT_ASSIGNMENTS routings, fingerprinted, oldest first: a mapping
-    so a redelivery is found without a scan, short keys so the desk's changelog record stays
+    """The queue's last RECENT_ASSIGNMENTS routings, fingerprinted, oldest first, each with
+    its rep and time so a redelivered request can be answered again: a mapping so a
+    redelivery is found without a scan, short keys so the desk's changelog record stays
     small although it is rewritten every batch. Older state kept a list of the plain
-    "lead/event" strings; it is converted on first use."""
+    "lead/event" strings; it is converted on first use (without answers to give again)."""
     recent = desk.get("recent")
     if isinstance(recent, dict):
         return recent
@@ -488,12 +489,17 @@ class LeadDesk:
         desk = state.get(key) or {}
         recent = _recent_assignments(desk)
         attempt = seen_key(f"{request['lead']}/{request['draft']['trigger_event_id']}")
-        if attempt in recent:  # a redelivered request: this routing was done already
+        done = recent.get(attempt)
+        if done is not None:  # a redelivered request: this routing was done already
+            if isinstance(done, list):
+                # Answered again, not routed again: without transactions a crash can lose the
+                # lead's side (its state and the answer handed to it) while this desk's
+                # state was written, and the lead would wait for an answer forever.
+                rep, routed_at = done
+                fx.internal.append(
+                    (request["lead"], self._answer(queue_name, request, rep, routed_at))
+                )
             return
-        recent[attempt] = 1
-        if len(recent) > RECENT_ASSIGNMENTS:
-            for oldest in list(islice(recent, len(recent) - RECENT_ASSIGNMENTS)):
-                del recent[oldest]
         now = self.clock()
         rep, steps = assign.pick_rep(
             queue_name,
@@ -504,14 +510,17 @@ class LeadDesk:
             self.config.routing.fairness_window_hours,
             request.get("preferred"),
         )
+        recent[attempt] = [rep, now]
+        if len(recent) > RECENT_ASSIGNMENTS:
+            for oldest in list(islice(recent, len(recent) - RECENT_ASSIGNMENTS)):
+                del recent[oldest]
         state.put(key, desk)
-        strategy = "account_owner" if rep and rep == request.get("preferred") else queue.strategy
-        sla_due = now + queue.sla_minutes * 60
+        answer = self._answer(queue_name, request, rep, now)
         routed = request["draft"]
         routed["rep_id"] = rep
         routed["routed_at"] = iso(now)
-        routed["sla_due_at"] = iso(sla_due)
-        routed["reason"]["assignment"] = strategy if rep else "unassigned"
+        routed["sla_due_at"] = iso(answer["sla_due"])
+        routed["reason"]["assignment"] = answer["assignment"]
         routed["reason"]["trace"].extend(steps)
         fx.published.append((queue_name, request["lead"], routed))
         grade = routed["score"]["grade"]
@@ -520,25 +529,35 @@ class LeadDesk:
         )
         if rep is None:
             self.recorder.unassigned(queue_name, "no_rep_available")
-        fx.internal.append(
-            (
-                request["lead"],
-                {
-                    "k": "assigned",
-                    "queue": queue_name,
-                    "rep": rep,
-                    "rule": routed["reason"]["rule"],
-                    "assignment": routed["reason"]["assignment"],
-                    "routed_at": now,
-                    "sla_due": sla_due,
-                },
-            )
-        )
+        fx.internal.append((request["lead"], answer))
+
+    def _answer(
+        self, queue_name: str, request: dict[str, Any], rep: str | None, routed_at: float
+    ) -> dict[str, Any]:
+        """The queue desk's answer to the lead: where it went, by which rule and strategy."""
+        queue = self.config.routing.queues[queue_name]
+        if rep is None:
+            strategy = "unassigned"
+        elif rep == request.get("preferred"):
+            strategy = "account_owner"
+        else:
+            strategy = queue.strategy
+        return {
+            "k": "assigned",
+            "queue": queue_name,
+            "rep": rep,
+            "rule": request["draft"]["reason"]["rule"],
+            "assignment": strategy,
+            "routed_at": routed_at,
+            "sla_due": routed_at + queue.sla_minutes * 60,
+        }
 
     def on_assigned(self, lead_id: str, msg: dict[str, Any], state: State, fx: Effects) -> None:
         lead = state.get(lead_id)
         if lead is None:
             return
+        if lead["state"] == "routed" and lead.get("routed_at", 0) >= msg["routed_at"]:
+            return  # an answer given again after a crash, which this lead had kept
         lead.update(
             state="routed",
             queue=msg["queue"],
