@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from tests.support.desk import Pipeline
+from workers.core.desk import Effects
 from workers.core.identity import lead_id
 from workers.settings import load_config
 
@@ -142,6 +143,38 @@ def test_redelivered_assign_request_routes_once(line: Pipeline, older_state: boo
     line.state.data[lead].update(state="pending", rep=None, routed_at=None)
     handle(lead, answer, line.state)
     assert line.state.data[lead] == routed
+
+
+def test_touch_while_the_queue_desk_decides_is_published_once_routed(line: Pipeline):
+    """With the queue desk on another worker its answer is a round trip away: a touch in
+    between is sales' to see once the lead is routed, not lost in the wait."""
+    stash: list[tuple[str, dict]] = []
+    handle = line.desk.handle
+
+    def slow_desk(key: str, record: dict, state):
+        if record.get("k") == "assign":
+            stash.append((key, record))
+            return Effects()
+        return handle(key, record, state)
+
+    line.desk.handle = slow_desk  # type: ignore[method-assign]
+    email = "kim@acme.io"
+    line.send("form_fill", form(email, "demo-request"))
+    line.send(
+        "email_event", {"event_id": "e-wait", "occurred_at": at(5), "email": email, "type": "click"}
+    )
+    assert line.published == [] and len(stash) == 1
+    line.desk.handle = handle  # type: ignore[method-assign]
+    fx = handle(*stash[0], line.state)
+    answer_key, answer = fx.internal[0]
+    line.published += fx.published
+    line.published += handle(answer_key, answer, line.state).published
+    events = [(p[2]["event"], p[2]["trigger_event_id"]) for p in line.published]
+    assert events == [("lead.assigned", "kim@acme.io-demo-request-1"), ("lead.activity", "e-wait")]
+    activity = line.published[1][2]
+    assert activity["rep_id"] == line.published[0][2]["rep_id"] is not None
+    assert activity["activity"]["type"] == "click"
+    assert "held" not in line.state.data[lead_id(email)]
 
 
 def test_anonymous_ad_click_becomes_first_touch(line: Pipeline):

@@ -22,6 +22,10 @@ from workers.settings import Config
 
 MAX_VISITOR_CLICKS = 20
 RECENT_ASSIGNMENTS = 2000
+# A lead waiting for its queue desk's answer keeps the touches meanwhile (bounded) to publish
+# them as activity once routed; with the desk on another worker the wait is a round trip.
+MAX_HELD_TOUCHES = 20
+HELD_FIELDS = ("event_id", "ch", "type", "form_id", "at")
 ACTIVITY_RANK = {
     "accepted": 0,
     "contacted": 1,
@@ -252,6 +256,10 @@ class LeadDesk:
             )
         elif lead["state"] == "new":
             self._qualify(lead, touch, fx)
+        elif lead["state"] == "pending":  # its queue desk has not answered yet
+            held = lead.setdefault("held", [])
+            held.append({k: touch[k] for k in HELD_FIELDS if k in touch})
+            del held[:-MAX_HELD_TOUCHES]
         state.put(lead_id, lead)
 
     def _remember(self, lead: dict[str, Any], fingerprint: str) -> None:
@@ -569,6 +577,12 @@ class LeadDesk:
         )
         lead.pop("recyclable_at", None)
         lead.pop("sla_breached", None)
+        # Touches that arrived while the queue desk was deciding happened after the lead
+        # qualified: sales get them as activity, as any touch on a routed lead.
+        for touch in lead.pop("held", ()):
+            fx.published.append(
+                (msg["queue"], lead_id, self._routed_lead(lead, touch, "lead.activity"))
+            )
         state.put(lead_id, lead)
         state.put("s:" + lead_id, {"due": msg["sla_due"]})
         fx.timers.append((msg["sla_due"], lead_id))
