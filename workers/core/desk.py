@@ -121,7 +121,7 @@ def _source(touch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _recent_assignments(desk: dict[str, Any]) -> dict[str, int]:
+def _recent_assignments(desk: dict[str, Any]) -> dict[str, Any]:
     """The queue's last RECENT_ASSIGNMENTS routings, fingerprinted, oldest first, each with
     its rep and time so a redelivered request can be answered again: a mapping so a
     redelivery is found without a scan, short keys so the desk's changelog record stays
@@ -518,7 +518,7 @@ class LeadDesk:
             self.config.routing.fairness_window_hours,
             request.get("preferred"),
         )
-        recent[attempt] = [rep, now]
+        recent[attempt] = [rep, int(now * 1000) / 1000]  # ms, never after the first answer
         if len(recent) > RECENT_ASSIGNMENTS:
             for oldest in list(islice(recent, len(recent) - RECENT_ASSIGNMENTS)):
                 del recent[oldest]
@@ -564,7 +564,7 @@ class LeadDesk:
         lead = state.get(lead_id)
         if lead is None:
             return
-        if lead["state"] == "routed" and lead.get("routed_at", 0) >= msg["routed_at"]:
+        if lead["state"] == "routed" and (lead.get("routed_at") or 0) >= msg["routed_at"]:
             return  # an answer given again after a crash, which this lead had kept
         lead.update(
             state="routed",
