@@ -251,9 +251,7 @@ class LeadDesk:
                 lead.pop(k, None)
             lead["state"] = "new"
         if lead["state"] == "routed":
-            fx.published.append(
-                (lead["queue"], lead_id, self._routed_lead(lead, touch, "lead.activity"))
-            )
+            self._publish_activity(lead, touch, fx)
         elif lead["state"] == "new":
             self._qualify(lead, touch, fx)
         elif lead["state"] == "pending":  # its queue desk has not answered yet
@@ -261,6 +259,12 @@ class LeadDesk:
             held.append({k: touch[k] for k in HELD_FIELDS if k in touch})
             del held[:-MAX_HELD_TOUCHES]
         state.put(lead_id, lead)
+
+    def _publish_activity(self, lead: dict[str, Any], touch: dict[str, Any], fx: Effects) -> None:
+        """A touch on a routed lead goes to its owner's queue; it is not reassigned."""
+        fx.published.append(
+            (lead["queue"], lead["id"], self._routed_lead(lead, touch, "lead.activity"))
+        )
 
     def _remember(self, lead: dict[str, Any], fingerprint: str) -> None:
         seen = lead["seen"]
@@ -580,9 +584,7 @@ class LeadDesk:
         # Touches that arrived while the queue desk was deciding happened after the lead
         # qualified: sales get them as activity, as any touch on a routed lead.
         for touch in lead.pop("held", ()):
-            fx.published.append(
-                (msg["queue"], lead_id, self._routed_lead(lead, touch, "lead.activity"))
-            )
+            self._publish_activity(lead, touch, fx)
         state.put(lead_id, lead)
         state.put("s:" + lead_id, {"due": msg["sla_due"]})
         fx.timers.append((msg["sla_due"], lead_id))
