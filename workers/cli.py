@@ -1,4 +1,11 @@
-"""`leadrouter` command line: worker, topics, config, accounts, simulate, demo."""
+"""`leadrouter` command line: worker, topics, config, accounts, simulate, demo.
+
+Every command validates its configuration before it imports anything that loads a Kafka
+client (confluent_kafka, kafka-python, aiokafka, faust): those imports are most of a
+worker's start-up, and a refusal of bad config should not wait for them. So nothing at the
+top of this module, or of `workers.settings` and `workers.connection`, imports one; the
+commands import their runtime after `_load` (tests/unit/test_cli_imports.py holds this).
+"""
 
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ def _load(config_dir: str | None) -> Config:
             click.echo(f"  {problem}", err=True)
         sys.exit(2)
     _configure_logging(config.settings.log_level)
+    for warning in config.warnings:
+        logging.getLogger("leadrouter.config").warning("%s", warning)
     return config
 
 
@@ -56,13 +65,14 @@ def main() -> None:
 def worker(config_dir: str | None) -> None:
     """Run the stream worker (needs KAFKA_BOOTSTRAP_SERVERS or kafka.bootstrap_servers)."""
     from workers.connection import NoBroker, bootstrap
-    from workers.engine import Worker
 
     config = _load(config_dir)
     try:
         bootstrap(config.settings)
     except NoBroker as exc:
         raise click.ClickException(str(exc)) from None
+    from workers.runtime.worker import Worker
+
     sys.exit(Worker(config).run())
 
 
@@ -75,9 +85,9 @@ def topics() -> None:
 @config_option
 def topics_apply(config_dir: str | None) -> None:
     """Create every topic idempotently and correct partitions and configs."""
+    config = _load(config_dir)
     from workers import admin
 
-    config = _load(config_dir)
     done = admin.apply(config)
     for line in done:
         click.echo(line)
@@ -88,9 +98,9 @@ def topics_apply(config_dir: str | None) -> None:
 @config_option
 def topics_check(config_dir: str | None) -> None:
     """Report drift between the broker and the catalogue; exit 1 if there is any."""
+    config = _load(config_dir)
     from workers import admin
 
-    config = _load(config_dir)
     problems = admin.drift(config)
     for line in problems:
         click.echo(line)
@@ -116,6 +126,8 @@ def config_check(directory: str | None) -> None:
             click.echo(str(problem), err=True)
         click.echo(f"{len(exc.problems)} problems", err=True)
         sys.exit(1)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(
         f"ok: {config.directory}: {len(config.routing.queues)} queues, "
         f"{len(config.routing.rules)} rules, {len(config.reps.reps)} reps"
@@ -132,9 +144,9 @@ def accounts() -> None:
 @config_option
 def accounts_load(file: Path, config_dir: str | None) -> None:
     """Publish accounts from a CSV (domain,name,employees,industry,country,owner)."""
+    config = _load(config_dir)
     from workers import admin
 
-    config = _load(config_dir)
     try:
         rows = admin.read_accounts(file)
     except admin.AccountFileError as exc:
@@ -166,13 +178,14 @@ def simulate(
 ) -> None:
     """Send realistic marketing and sales traffic to the configured broker."""
     from workers.connection import NoBroker, bootstrap
-    from workers.simulate import run_simulation
 
     config = _load(config_dir)
     try:
         bootstrap(config.settings)
     except NoBroker as exc:
         raise click.ClickException(str(exc)) from None
+    from workers.simulate import run_simulation
+
     stats = run_simulation(
         config,
         rate=rate,
@@ -193,9 +206,9 @@ def simulate(
 @config_option
 def demo(rate: float, duration: float | None, seed: int | None, config_dir: str | None) -> None:
     """Everything on one machine: broker, topics, worker, simulator, live summary, metrics."""
+    config = _load(config_dir)
     from workers.demo import run_demo
 
-    config = _load(config_dir)
     sys.exit(run_demo(config, rate=rate, duration=duration, seed=seed))
 
 

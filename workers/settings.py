@@ -75,7 +75,6 @@ class MetricsSettings(Strict):
 class IngestSettings(Strict):
     max_event_bytes: int = Field(65536, ge=256, le=10 * 1024 * 1024)
     batch_size: int = Field(2000, ge=1, le=100000)
-    batch_timeout_ms: int = Field(20, ge=1, le=10000)
 
 
 class StoreSettings(Strict):
@@ -271,6 +270,8 @@ class Config:
     routing: Routing
     reps: Reps
     directory: Path
+    # Retired keys found and ignored (see RETIRED_SETTINGS); the caller reports them.
+    warnings: tuple[ConfigProblem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,30 @@ def _routing_references(
     return out
 
 
+# Keys that an earlier version accepted and this one no longer reads. A config file written
+# for that version still loads, so an upgrade does not fail on it: the key is dropped before
+# validation and reported as a warning naming the file and the path. Every other unknown key
+# stays an error (Strict), so a typo is still refused.
+RETIRED_SETTINGS: dict[tuple[str, ...], str] = {
+    ("ingest", "batch_timeout_ms"): (
+        "retired setting, ignored: it never had an effect (a batch is what the broker has "
+        "ready, up to ingest.batch_size); delete it from this file"
+    ),
+}
+
+
+def _drop_retired(file: str, data: dict[str, Any]) -> list[ConfigProblem]:
+    out = []
+    for path, why in RETIRED_SETTINGS.items():
+        node: Any = data
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node:
+            del node[path[-1]]
+            out.append(ConfigProblem(file, ".".join(path), why))
+    return out
+
+
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
     "LEADROUTER_KAFKA_SECURITY_PROTOCOL": ("kafka", "security_protocol"),
@@ -421,12 +446,15 @@ def config_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 def load_config(
     directory: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Config:
-    """Load and cross-check every file; raise ConfigError listing every problem found."""
+    """Load and cross-check every file; raise ConfigError listing every problem found.
+    Retired keys are not problems: they are ignored and listed in `Config.warnings`."""
     base = config_dir(directory)
     env = os.environ if env is None else env
     problems: list[ConfigProblem] = []
+    warnings: list[ConfigProblem] = []
     raw = {name: _read_yaml(base / name, problems) for name in CONFIG_FILES}
     if raw["settings.yaml"] is not None:
+        warnings += _drop_retired(str(base / "settings.yaml"), raw["settings.yaml"])
         raw["settings.yaml"] = _apply_env(raw["settings.yaml"], env)
     models: dict[str, Any] = {}
     for name, model in zip(CONFIG_FILES, (Settings, Scoring, Routing, Reps), strict=True):
@@ -456,8 +484,5 @@ def load_config(
         routing=models["routing.yaml"],
         reps=models["reps.yaml"],
         directory=base,
+        warnings=tuple(warnings),
     )
-
-
-def topic_name(settings: Settings, name: str) -> str:
-    return f"{settings.kafka.topic_prefix}{name}"

@@ -125,3 +125,33 @@ def test_config_check_command_exits_non_zero_with_every_problem(config_dir: Path
     assert result.exit_code == 1
     assert "routing.yaml: extra:" in result.output
     assert "default_queue 'nope' is not a queue" in result.output
+
+
+def test_retired_setting_is_ignored_with_a_warning_naming_file_and_path(config_dir: Path):
+    """`ingest.batch_timeout_ms` never had an effect and is gone; a file written for an older
+    version still loads (an upgrade must not fail on it), with a warning, not an error."""
+    assert load_config(config_dir, env={}).warnings == ()
+    edit(config_dir / "settings.yaml", lambda d: d["ingest"].update(batch_timeout_ms="any"))
+    config = load_config(config_dir, env={})
+    assert "batch_timeout_ms" not in type(config.settings.ingest).model_fields
+    assert config.settings.ingest.batch_size == 2000
+    [warning] = config.warnings
+    assert (warning.file, warning.path) == (
+        str(config_dir / "settings.yaml"),
+        "ingest.batch_timeout_ms",
+    )
+    assert "retired setting, ignored" in warning.message
+    ok = CliRunner().invoke(main, ["config", "check", str(config_dir)])
+    assert ok.exit_code == 0 and "ok:" in ok.output
+    assert f"warning: {warning}" in ok.output
+
+
+def test_unknown_keys_beside_a_retired_one_are_still_errors(config_dir: Path):
+    edit(
+        config_dir / "settings.yaml",
+        lambda d: d["ingest"].update(batch_timeout_ms=20, batch_timeout=20),
+    )
+    found = problems(config_dir)
+    assert found == [
+        f"{config_dir / 'settings.yaml'}: ingest.batch_timeout: Extra inputs are not permitted"
+    ]
