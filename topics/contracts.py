@@ -17,18 +17,12 @@ import orjson
 import pycountry
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
-FORM_FILL = "form_fill"
-EMAIL_EVENT = "email_event"
-AD_CLICK = "ad_click"
-SALES_ACTIVITY = "sales_activity"
+from topics import vocabulary
+from topics.vocabulary import AD_CLICK, EMAIL_EVENT, FORM_FILL, SALES_ACTIVITY
 
-EMAIL_TYPES = frozenset(
-    ("delivered", "open", "click", "reply", "bounce", "unsubscribe", "spam_complaint")
-)
-AD_PLATFORMS = frozenset(("google", "meta", "linkedin", "microsoft", "other"))
-ACTIVITY_TYPES = frozenset(
-    ("accepted", "contacted", "meeting_booked", "opportunity_created", "won", "lost", "rejected")
-)
+EMAIL_TYPES = frozenset(vocabulary.EMAIL_TYPES)
+AD_PLATFORMS = frozenset(vocabulary.AD_PLATFORMS)
+ACTIVITY_TYPES = frozenset(vocabulary.ACTIVITY_TYPES)
 UTM_KEYS = ("source", "medium", "campaign", "term", "content")
 MAX_STRING = 2000
 MAX_ID = 256
@@ -36,17 +30,7 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 
-REASONS = (
-    "invalid_encoding",
-    "invalid_json",
-    "not_an_object",
-    "missing_field",
-    "invalid_type",
-    "invalid_value",
-    "invalid_time",
-    "invalid_email",
-    "too_large",
-)
+REASONS = vocabulary.INVALID_REASONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,252 @@
+"""Internal messages: what one key's owner hands to another (topic `leadrouter.internal`).
+
+Each message is a type here, with its encoder and decoder beside it. Inside one worker the
+objects are handed over as they are; between workers they travel as JSON objects whose `k`
+field names the type. That wire form is a versioned format: it is exactly what the previous
+release wrote (a worker of either release reads the other's during a rolling deploy), and a
+field is only ever added, never renamed. Unknown fields of a touch are kept in `data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+from topics.public import Activity, Company, Reason, RoutedLead, Score, Source, encode_routed
+
+
+@dataclass(slots=True)
+class Touch:
+    """A marketing touch for the lead that owns it (`lead`): validated contract fields in
+    `data` (with `event_id` and `at`), the channel, and when it was ingested. `prior` holds
+    an anonymous visitor's earlier clicks, carried to the lead by the form that named them."""
+
+    KIND: ClassVar[str] = "touch"
+    channel: str
+    event_id: str
+    at: float
+    ingested: float
+    lead: str | None
+    data: dict[str, Any]
+    prior: list[dict[str, Any]] | None = None
+
+    def get(self, name: str) -> Any:
+        """A contract field of the touch, or None."""
+        return self.data.get(name)
+
+
+@dataclass(slots=True)
+class VisitorTouch(Touch):
+    """A touch for an anonymous visitor (`v:<anonymous_id>`): an ad click without an
+    e-mail, or a form fill that names the visitor and so joins their clicks to the lead."""
+
+    KIND: ClassVar[str] = "visitor"
+
+
+@dataclass(slots=True)
+class Assign:
+    """A qualified lead asks its queue's desk for a rep; `draft` is the RoutedLead to
+    publish once the desk has chosen (rep, times and assignment steps still to come)."""
+
+    KIND: ClassVar[str] = "assign"
+    lead: str
+    queue: str
+    preferred: str | None
+    at: float
+    draft: RoutedLead
+
+
+@dataclass(slots=True)
+class Assigned:
+    """The queue desk's answer to the lead: where it went, by which rule and strategy."""
+
+    KIND: ClassVar[str] = "assigned"
+    queue: str
+    rep: str | None
+    rule: str | None
+    assignment: str
+    routed_at: float
+    sla_due: float
+
+
+@dataclass(slots=True)
+class Release:
+    """A lead closed (won, lost, rejected): its rep's open load in the queue desk drops."""
+
+    KIND: ClassVar[str] = "release"
+    rep: str
+
+
+@dataclass(slots=True)
+class Feedback:
+    """A validated sales activity, for the lead it names."""
+
+    KIND: ClassVar[str] = "activity"
+    lead_id: str
+    type: str
+    event_id: str
+    at: float
+    ingested: float
+    rep_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class SlaDue:
+    """A lead's SLA timer fired (never on the wire: timers live with the lead's partition)."""
+
+    KIND: ClassVar[str] = "sla_due"
+    lead: str
+
+
+Message = Touch | VisitorTouch | Assign | Assigned | Release | Feedback | SlaDue
+
+
+class UnknownMessage(ValueError):
+    """A record on the internal topic that no type here describes."""
+
+
+# ------------------------------------------------------------------ encoders
+def _touch_wire(msg: Touch) -> dict[str, Any]:
+    out = {"k": msg.KIND, "ch": msg.channel, "in": msg.ingested, **msg.data}
+    if msg.lead is not None:
+        out["lead"] = msg.lead
+    if msg.prior is not None:
+        out["prior"] = msg.prior
+    return out
+
+
+def _draft_wire(draft: RoutedLead) -> Any:
+    return orjson.Fragment(encode_routed(draft))
+
+
+def wire(msg: Message) -> dict[str, Any]:
+    """The JSON object a message travels as."""
+    if isinstance(msg, Touch):
+        return _touch_wire(msg)
+    if isinstance(msg, Assign):
+        return {
+            "k": msg.KIND,
+            "lead": msg.lead,
+            "queue": msg.queue,
+            "preferred": msg.preferred,
+            "at": msg.at,
+            "draft": _draft_wire(msg.draft),
+        }
+    if isinstance(msg, Assigned):
+        return {
+            "k": msg.KIND,
+            "queue": msg.queue,
+            "rep": msg.rep,
+            "rule": msg.rule,
+            "assignment": msg.assignment,
+            "routed_at": msg.routed_at,
+            "sla_due": msg.sla_due,
+        }
+    if isinstance(msg, Release):
+        return {"k": msg.KIND, "rep": msg.rep}
+    if isinstance(msg, Feedback):
+        return {
+            "k": msg.KIND,
+            "in": msg.ingested,
+            "lead_id": msg.lead_id,
+            "rep_id": msg.rep_id,
+            "type": msg.type,
+            "reason": msg.reason,
+            "event_id": msg.event_id,
+            "at": msg.at,
+        }
+    raise UnknownMessage(f"{type(msg).__name__} is not sent between workers")
+
+
+def encode(msg: Message) -> bytes:
+    return orjson.dumps(wire(msg))
+
+
+# ------------------------------------------------------------------ decoders
+def _touch(cls: type[Touch], obj: dict[str, Any]) -> Touch:
+    data = dict(obj)
+    del data["k"]
+    channel = data.pop("ch")
+    ingested = data.pop("in", 0.0)
+    lead = data.pop("lead", None)
+    prior = data.pop("prior", None)
+    return cls(channel, data["event_id"], data["at"], ingested, lead, data, prior)
+
+
+def routed_lead(obj: dict[str, Any]) -> RoutedLead:
+    """A RoutedLead from its JSON object (a draft on the wire, or a record read back)."""
+    activity = obj.get("activity")
+    return RoutedLead(
+        event=obj["event"],
+        lead_id=obj["lead_id"],
+        queue=obj["queue"],
+        rep_id=obj.get("rep_id"),
+        email=obj.get("email"),
+        name=obj.get("name"),
+        phone=obj.get("phone"),
+        job_title=obj.get("job_title"),
+        seniority=obj.get("seniority"),
+        region=obj.get("region"),
+        company=Company(**obj["company"]),
+        score=Score(**obj["score"]),
+        reason=Reason(**obj["reason"]),
+        source=Source(**obj["source"]),
+        trigger_event_id=obj["trigger_event_id"],
+        generated_at=obj.get("generated_at"),
+        routed_at=obj.get("routed_at"),
+        sla_due_at=obj.get("sla_due_at"),
+        activity=Activity(**activity) if activity else None,
+    )
+
+
+def _assign(obj: dict[str, Any]) -> Assign:
+    return Assign(
+        obj["lead"], obj["queue"], obj.get("preferred"), obj["at"], routed_lead(obj["draft"])
+    )
+
+
+def _assigned(obj: dict[str, Any]) -> Assigned:
+    return Assigned(
+        obj["queue"],
+        obj.get("rep"),
+        obj.get("rule"),
+        obj["assignment"],
+        obj["routed_at"],
+        obj["sla_due"],
+    )
+
+
+def _feedback(obj: dict[str, Any]) -> Feedback:
+    return Feedback(
+        obj["lead_id"],
+        obj["type"],
+        obj["event_id"],
+        obj["at"],
+        obj.get("in", 0.0),
+        obj.get("rep_id"),
+        obj.get("reason"),
+    )
+
+
+_DECODERS: dict[str, Any] = {
+    Touch.KIND: lambda obj: _touch(Touch, obj),
+    VisitorTouch.KIND: lambda obj: _touch(VisitorTouch, obj),
+    Assign.KIND: _assign,
+    Assigned.KIND: _assigned,
+    Release.KIND: lambda obj: Release(obj["rep"]),
+    Feedback.KIND: _feedback,
+}
+
+
+def decode(raw: bytes) -> Message:
+    """A message from its wire form; `UnknownMessage` (or a JSON/key error) when it is not one."""
+    obj = orjson.loads(raw)
+    if not isinstance(obj, dict):
+        raise UnknownMessage(f"expected a JSON object, got {type(obj).__name__}")
+    decoder = _DECODERS.get(obj.get("k"))  # type: ignore[arg-type]
+    if decoder is None:
+        raise UnknownMessage(f"unknown internal message kind {obj.get('k')!r}")
+    return decoder(obj)

@@ -1,0 +1,53 @@
+"""The contract's closed vocabularies, defined once and imported where used (validation,
+the domain core, metrics labels, the JSON Schemas). Order is meaningful where noted."""
+
+from __future__ import annotations
+
+EMAIL_TYPES = ("delivered", "open", "click", "reply", "bounce", "unsubscribe", "spam_complaint")
+AD_PLATFORMS = ("google", "meta", "linkedin", "microsoft", "other")
+# In the order a sale progresses; the last three close it.
+ACTIVITY_TYPES = (
+    "accepted",
+    "contacted",
+    "meeting_booked",
+    "opportunity_created",
+    "won",
+    "lost",
+    "rejected",
+)
+FIRST_CONTACT = ("contacted", "meeting_booked")  # either gives speed to lead
+CONVERSIONS = ("opportunity_created", "won", "lost")
+CLOSING = ("won", "lost", "rejected")
+
+ROUTED_EVENTS = ("lead.assigned", "lead.activity")
+
+# Input kinds (which contract a topic carries) and the channel each marketing kind is.
+FORM_FILL = "form_fill"
+EMAIL_EVENT = "email_event"
+AD_CLICK = "ad_click"
+SALES_ACTIVITY = "sales_activity"
+CHANNEL_OF_KIND = {FORM_FILL: "form", EMAIL_EVENT: "email", AD_CLICK: "ad"}
+
+# `error.reason` on leads.deadletter: stable codes.
+INVALID_REASONS = (
+    "invalid_encoding",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "invalid_type",
+    "invalid_value",
+    "invalid_time",
+    "invalid_email",
+    "too_large",
+)
+PROCESSING_ERROR = "processing_error"  # a record the worker failed on (a bug), parked
+
+# Why a qualified lead is kept from routing (leadrouter_leads_disqualified_total{reason}).
+DISQUALIFY_REASONS = (
+    "unsubscribed",
+    "bounced",
+    "spam_complaint",
+    "competitor",
+    "disposable",
+    "no_consent",
+)
