@@ -2,11 +2,11 @@
 
     .venv/bin/python -m bench.core [--events 100000] [--batch 2000] [--profile]
 
-Feeds the benchmark workload through the same code a worker runs per batch (validate and
-re-key, the lead desk, state encoding, output encoding) with the Kafka client calls
-replaced by a counter, and prints CPU microseconds per event. The end-to-end figures come
-from `bench.run`; this isolates what the Python code costs, so a change to the hot path
-can be judged in seconds and without noise from the broker.
+Feeds the benchmark workload through the worker's topology (validate and re-key, every
+entity handler, output encoding) and the per-batch state work (changelog encoding, the
+store), with the Kafka producer replaced by a counter, and prints CPU microseconds per
+event. The end-to-end figures come from `bench.run`; this isolates what the Python code
+costs, so a change to the hot path can be judged in seconds and without broker noise.
 """
 
 from __future__ import annotations
@@ -17,48 +17,67 @@ import pstats
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-from confluent_kafka import Message
 
 from bench import workload
-from workers.engine import Worker, _settle_garbage
+from workers.core.enrich import AccountBook
+from workers.core.topology import DeadLetter, InputRecord, Topology
+from workers.metrics import Metrics
+from workers.runtime.memory import settle_garbage
+from workers.settings import Config
 from workers.store import MemoryBackend, PartitionState
 
 
-class CountingProducer:
+class CountingSink:
     """Stands in for the Kafka producer: counts what would have been sent."""
 
     def __init__(self) -> None:
         self.records = 0
         self.bytes = 0
 
-    def produce(self, topic: str, value: bytes | None, key: bytes | None, *a: Any, **k: Any):
+    def _count(self, value: bytes | None) -> None:
         self.records += 1
         self.bytes += len(value or b"")
 
+    def publish(self, topic: str, key: bytes, value: bytes, event: str) -> None:
+        self._count(value)
 
-def batches(worker: Worker, events: int, batch: int, seed: int) -> list[list[Message]]:
-    work = workload.generate(worker.config, events, seed, time.time())
-    prefix = worker.prefix
-    messages = [
-        Message(topic=prefix + topic, partition=0, offset=i, key=key, value=value, timestamp=(1, i))
+    def hand_over(self, partition: int, key: bytes, value: bytes) -> None:
+        self._count(value)
+
+    def set_timer(self, partition: int, due: float, lead_id: str) -> None:
+        pass
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self._count(letter.value)
+
+
+def batches(config: Config, events: int, batch: int, seed: int) -> list[list[InputRecord]]:
+    work = workload.generate(config, events, seed, time.time())
+    prefix = config.settings.kafka.topic_prefix
+    records = [
+        InputRecord(prefix + topic, key, value, timestamp_ms=i, offset=i)
         for i, (topic, key, value, _) in enumerate(work.records)
     ]
-    return [messages[i : i + batch] for i in range(0, len(messages), batch)]
+    return [records[i : i + batch] for i in range(0, len(records), batch)]
 
 
-def run_batch(worker: Worker, batch: list[Message]) -> None:
-    """`Worker._process` minus the transaction: the same per-record calls."""
-    now = worker.clock()
-    for msg in batch:
-        worker._ingest(msg, msg.topic(), now)
-        worker._drain_local()
-    writes = {p: s.pending() for p, s in worker.states.items() if s.dirty}
-    worker._send(writes)
-    worker._persist(writes)
-    worker.metrics.flush()
-    _settle_garbage()
+def run_batch(
+    topology: Topology,
+    states: dict[int, PartitionState],
+    sink: CountingSink,
+    metrics: Metrics,
+    batch: list[InputRecord],
+) -> None:
+    """What the worker does per batch, minus the transaction."""
+    topology.process(batch, states.get, sink, time.time())
+    changes = {p: s.pending() for p, s in states.items() if s.dirty}
+    for writes in changes.values():
+        for value in writes.values():
+            sink._count(value)  # the changelog records
+    for p, writes in changes.items():
+        states[p].commit(writes, None)
+    metrics.flush()
+    settle_garbage()
 
 
 def main() -> None:
@@ -71,28 +90,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config_dir = workload.always_open_config(Path(tmp) / "config")
         config = workload.config_for(config_dir, "127.0.0.1:9", "bench.")
-    worker = Worker(config, serve_metrics=False)
-    producer = CountingProducer()
-    worker.producer = producer  # type: ignore[assignment]
-    worker.internal_partitions = config.settings.kafka.partitions
-    for p in range(worker.internal_partitions):
-        worker.states[p] = PartitionState(p, MemoryBackend())
+    s = config.settings
+    metrics = Metrics(s.metrics.sources, s.metrics.campaigns)
+    metrics.declare(config.routing.queues, [r.name for r in config.routing.rules])
+    accounts = AccountBook()
     for account in workload.demo_accounts(config):
-        worker.accounts.put(account["domain"], account)
-    work = batches(worker, args.events, args.batch, args.seed)
+        accounts.put(account["domain"], account)
+    partitions = s.kafka.partitions
+    topology = Topology(config, accounts, metrics, time.time, partitions)
+    states = {p: PartitionState(p, MemoryBackend()) for p in range(partitions)}
+    sink = CountingSink()
+    work = batches(config, args.events, args.batch, args.seed)
     profiler = cProfile.Profile() if args.profile else None
     started = time.process_time()
     if profiler:
         profiler.enable()
     for batch in work:
-        run_batch(worker, batch)
+        run_batch(topology, states, sink, metrics, batch)
     if profiler:
         profiler.disable()
     cpu = time.process_time() - started
     print(
         f"{args.events:,} events in batches of {args.batch}: {cpu:.2f} CPU s, "
         f"{cpu / args.events * 1e6:.1f} µs/event ({args.events / cpu:,.0f} events/s per core); "
-        f"{producer.records:,} records out, {producer.bytes / max(1, producer.records):.0f} B avg"
+        f"{sink.records:,} records out, {sink.bytes / max(1, sink.records):.0f} B avg"
     )
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)

@@ -18,8 +18,8 @@ from typing import Any
 
 from workers import admin
 from workers.embedded import EmbeddedBroker, free_port
-from workers.engine import Worker
 from workers.metrics import Metrics
+from workers.runtime.worker import Worker
 from workers.settings import Config
 from workers.simulate import companies, run_simulation
 

@@ -14,22 +14,22 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from topics.catalogue import INPUT_KINDS, SALES_ACTIVITIES
+from topics.vocabulary import (
+    CHANNEL_OF_KIND,
+    CONVERSIONS,
+    DISQUALIFY_REASONS,
+    INVALID_REASONS,
+    PROCESSING_ERROR,
+)
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SALES_BUCKETS = (30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200, 604800)
 CONVERSION_BUCKETS = (3600, 14400, 86400, 259200, 604800, 1209600, 2592000, 7776000)
 SCORE_BUCKETS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
-DISQUALIFY_REASONS = (
-    "unsubscribed",
-    "bounced",
-    "spam_complaint",
-    "competitor",
-    "disposable",
-    "no_consent",
-)
+# The input topic each marketing channel arrives on (leadrouter_events_total{topic}).
 CHANNEL_TOPIC = {
-    "form": "marketing.form-fills",
-    "email": "marketing.email-events",
-    "ad": "marketing.ad-clicks",
+    CHANNEL_OF_KIND[kind]: topic for topic, kind in INPUT_KINDS.items() if kind in CHANNEL_OF_KIND
 }
 
 
@@ -147,12 +147,10 @@ class Metrics:
     def declare(self, queues: Iterable[str], rules: Iterable[str]) -> None:
         """Create the known label sets at zero, so a first breach or a quiet topic shows as
         a change from 0 rather than a series that appears from nowhere."""
-        from topics.contracts import REASONS
-
-        for topic in (*CHANNEL_TOPIC.values(), "sales.activities"):
+        for topic in (*CHANNEL_TOPIC.values(), SALES_ACTIVITIES):
             for outcome in ("ok", "invalid", "duplicate"):
                 self._child(self.events, topic, outcome)
-        for reason in (*REASONS, "processing_error"):
+        for reason in (*INVALID_REASONS, PROCESSING_ERROR):
             self._child(self.deadletters, reason)
         for reason in DISQUALIFY_REASONS:
             self._child(self.disqualified_c, reason)
@@ -160,9 +158,9 @@ class Metrics:
             self._child(self.sla_breaches, queue)
             self._child(self.unassigned_c, queue, "no_rep_available")
             self._child(self.speed_to_lead_h, queue)
-            for outcome in ("opportunity_created", "won", "lost"):
+            for outcome in CONVERSIONS:
                 self._child(self.conversion_h, queue, outcome)
-        for topic in (*CHANNEL_TOPIC.values(), "sales.activities"):
+        for topic in (*CHANNEL_TOPIC.values(), SALES_ACTIVITIES):
             self.consumer_lag.labels(topic).set(0)
 
     def _count(self, metric: Any, *labels: str, n: float = 1) -> None:
@@ -199,7 +197,13 @@ class Metrics:
     def deadletter(self, reason: str) -> None:
         self._count(self.deadletters, reason)
 
-    # ---- Recorder (see workers.core.desk.Recorder)
+    def invalid(self, topic: str, reason: str) -> None:
+        """A record sent to dead letters: an input topic's count too, not the internal one's."""
+        if topic in INPUT_KINDS:
+            self.event(topic, "invalid")
+        self.deadletter(reason)
+
+    # ---- Recorder (see workers.core.context.Recorder)
     def accepted(self, channel: str) -> None:
         self._count(self.events, CHANNEL_TOPIC[channel], "ok")
 
@@ -225,7 +229,7 @@ class Metrics:
     def activity(self, kind: str, outcome: str) -> None:
         self._count(self.activities, kind, outcome)
         topic_outcome = "duplicate" if outcome == "duplicate" else "ok"
-        self._count(self.events, "sales.activities", topic_outcome)
+        self._count(self.events, SALES_ACTIVITIES, topic_outcome)
 
     def speed_to_lead(self, queue: str, seconds: float) -> None:
         self._child(self.speed_to_lead_h, queue).observe(seconds)

@@ -102,7 +102,8 @@ def test_sigkill_twenty_times_under_heavier_traffic(rig, figures):
 
 @pytest.mark.long
 def test_at_least_once_fallback_survives_sigkill(rig, figures):
-    """Brokers without usable transactions get at_least_once (engine.py), where the desk's
-    event-id memory is meant to absorb what a crash redelivers. Held to the same audit."""
+    """Brokers without usable transactions get at_least_once (workers/runtime/commit.py),
+    where the desk's event-id memory is meant to absorb what a crash redelivers. Held to the
+    same audit."""
     result, _ = crash_run(rig, kills=5, rate=1000, seed=9, guarantee="at_least_once")
     figures(result)

@@ -1,4 +1,6 @@
-"""In-memory harness for the lead desk: a dict state and a recorder of reported facts."""
+"""The whole pipeline in-process, without a broker: the worker's own `Topology` over a dict
+state and a recorder of reported facts. Every message handed over is encoded and decoded
+on the way, as if it crossed to another worker, so the wire format is exercised too."""
 
 from __future__ import annotations
 
@@ -7,9 +9,14 @@ from typing import Any
 
 import orjson
 
-from workers.core.desk import Effects, LeadDesk, ingest
+from topics import catalogue as cat
+from topics.messages import Message
+from workers.core.context import Effects
 from workers.core.enrich import AccountBook
+from workers.core.topology import InputRecord, Topology
 from workers.settings import Config
+
+TOPIC_OF_KIND = {kind: topic for topic, kind in cat.INPUT_KINDS.items()}
 
 
 class DictState:
@@ -28,7 +35,7 @@ class DictState:
 
 
 class Facts:
-    """A Recorder that counts what the desk reports, keyed by method and arguments."""
+    """A Recorder that counts what the core reports, keyed by method and arguments."""
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[Any, ...]] = Counter()
@@ -45,35 +52,42 @@ class Facts:
 
 
 class Pipeline:
-    """Runs records through ingest and the desk until no internal record is left,
-    as the worker does across partitions, and collects what sales would receive."""
+    """Sends records through the topology, one process owning every partition, and
+    collects what sales would receive (queue, lead id, RoutedLead as JSON)."""
 
-    def __init__(self, config: Config, now: float) -> None:
+    def __init__(self, config: Config, now: float, partitions: int = 6) -> None:
         self.now = now
         self.state = DictState()
         self.facts = Facts()
         self.accounts = AccountBook()
-        self.desk = LeadDesk(config, self.accounts, self.facts, lambda: self.now)
+        self.prefix = config.settings.kafka.topic_prefix
+        self.topology = Topology(
+            config, self.accounts, self.facts, lambda: self.now, partitions, round_trip=True
+        )
         self.published: list[tuple[str, str, dict[str, Any]]] = []
         self.timers: list[tuple[float, str]] = []
         self.invalid: list[str] = []
 
+    def state_of(self, partition: int) -> DictState:
+        return self.state
+
     def send(self, kind: str, event: dict[str, Any] | bytes) -> None:
         raw = event if isinstance(event, bytes) else orjson.dumps(event)
-        result = ingest(kind, raw, self.now, 65536)
-        if not isinstance(result, tuple):
-            self.invalid.append(result.reason)
-            return
-        pending = [result]
-        while pending:
-            key, record = pending.pop(0)
-            fx: Effects = self.desk.handle(key, orjson.loads(orjson.dumps(record)), self.state)
-            pending += fx.internal
-            self.published += fx.published
-            self.timers += fx.timers
+        record = InputRecord(self.prefix + TOPIC_OF_KIND[kind], None, raw)
+        out = self.topology.run([record], self.state_of, self.now)
+        self.published += out.published
+        self.timers += [(due, lead_id) for _, due, lead_id in out.timers]
+        self.invalid += [letter.reason for letter in out.dead_letters]
+
+    def handle(self, key: str, message: Message) -> Effects:
+        """One message to its entity's handler, effects returned and not carried out."""
+        effects = Effects()
+        self.topology.handlers[type(message)](key, message, self.state, effects)
+        return effects
 
     def fire_timers(self) -> None:
         due = [t for t in self.timers if t[0] <= self.now]
         self.timers = [t for t in self.timers if t[0] > self.now]
-        for _, lead_id in due:
-            self.desk.on_sla_due(lead_id, self.state)
+        owned = [(self.topology.owner(lead_id), lead_id) for _, lead_id in due]
+        out = self.topology.run([], self.state_of, self.now, due=owned)
+        self.published += out.published

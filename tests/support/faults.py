@@ -39,14 +39,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from tests.support.worker import LEADROUTER, WorkerProcess, always_open_config, wait_until
 from topics import catalogue as cat
-from workers.core.desk import seen_key
+from workers.core.context import fingerprint as seen_key
 from workers.core.identity import lead_id
 
 QUEUES = ("fast-lane", "enterprise-amer", "enterprise-emea", "enterprise-apac", "mid-market", "smb")
 ROUTED = tuple(cat.routed_topic(q) for q in QUEUES)
 INPUTS = tuple(cat.INPUT_KINDS)
 FAST_LANE_REPS = ("ana.silva", "ben.carter", "chloe.martin", "daisuke.ito")
-# The desk's memory of recent assignments per queue (workers.core.desk.RECENT_ASSIGNMENTS).
+# The desk's memory of recent assignments per queue (workers.core.queue_desk.RECENT_ASSIGNMENTS).
 RECENT_MEMORY = 2000
 Rec = tuple[str, bytes | None, bytes]  # topic (without prefix), key, value
 

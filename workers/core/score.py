@@ -97,7 +97,8 @@ def engagement_contributions(
 
 def totals(scoring: Scoring, fit_points: float, engagement: dict[str, Any], now: float) -> dict:
     """The score without its explanation, for the many touches that route nobody; equal to
-    score()'s figures because it rounds each contribution the same way."""
+    the sum of the explanation's figures (`engagement_contributions`) because it rounds each
+    contribution the same way."""
     ref = engagement.get("at")
     engagement_total = 0.0
     if ref is not None:
@@ -114,16 +115,17 @@ def totals(scoring: Scoring, fit_points: float, engagement: dict[str, Any], now:
     }
 
 
-def score(
-    scoring: Scoring, fit: list[dict[str, Any]], engagement: list[dict[str, Any]]
-) -> dict[str, Any]:
-    fit_total = round(sum(c["points"] for c in fit), 2)
-    engagement_total = round(sum(c["points"] for c in engagement), 2)
-    total = round(min(100.0, max(0.0, fit_total + engagement_total)), 2)
-    return {
-        "total": total,
-        "fit": fit_total,
-        "engagement": engagement_total,
-        "grade": grade(scoring, total),
-        "contributions": fit + engagement,
-    }
+def fit(scoring: Scoring, lead: dict[str, Any], account: dict[str, Any]) -> list[list[Any]]:
+    """The lead's fit contributions as the lead's state keeps them: [factor, value, points]."""
+    return [
+        [c["factor"], c["value"], c["points"]]
+        for c in fit_contributions(
+            scoring,
+            seniority=lead.get("seniority"),
+            employees=lead.get("employees") or account.get("employees"),
+            industry=account.get("industry"),
+            country=lead.get("country") or account.get("country"),
+            free_mail=bool(lead.get("free_mail")),
+            known_account=bool(account),
+        )
+    ]

@@ -1,0 +1,184 @@
+"""The lead (keyed by `lead_id`): what a marketing touch and the queue desk's answer do to it.
+
+A touch runs the pipeline's stages in order: dedupe, identity, enrich, score, then by the
+lead's routing state: qualify and route (a new lead), hold (a lead waiting for its queue
+desk's answer), or publish as activity (a routed lead; it is not reassigned).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from topics.messages import Assign, Assigned, Touch
+from workers.core import enrich, identity, publish, qualify, route, score, sla
+from workers.core.context import Context, Effects, State, fingerprint, queue_desk_key, source_label
+from workers.core.visitor import expand_click
+
+# A lead waiting for its queue desk's answer keeps the touches meanwhile (bounded) to publish
+# them as activity once routed; with the desk on another worker the wait is a round trip.
+MAX_HELD_TOUCHES = 20
+HELD_FIELDS = ("event_id", "type", "form_id", "at")  # and the channel, `ch`
+ROUTING_FIELDS = ("queue", "rep", "routed_at", "sla_due", "first_contact_at", "outcome")
+
+
+def new_lead(lead_id: str) -> dict[str, Any]:
+    return {"id": lead_id, "state": "new", "seen": [], "engagement": {}, "flags": {}}
+
+
+def remember(lead: dict[str, Any], event_id_fingerprint: str, window: int) -> None:
+    """Keep the fingerprint in the lead's dedupe memory of its last `window` event ids."""
+    seen = lead["seen"]
+    seen.append(event_id_fingerprint)
+    if len(seen) > window:
+        del seen[: len(seen) - window]
+
+
+def first_touch(touch: Touch) -> dict[str, Any]:
+    """First-touch attribution of one touch: channel, ad platform, UTM source and campaign."""
+    channel = touch.channel
+    utm = touch.get("utm") or {}
+    platform = touch.get("platform")
+    return {
+        "channel": channel,
+        "platform": platform,
+        "utm_source": (utm.get("source") or platform or ("email" if channel == "email" else None)),
+        "utm_campaign": utm.get("campaign") or touch.get("campaign"),
+        "event_id": touch.event_id,
+        "at": touch.at,
+    }
+
+
+def _held(touch: dict[str, Any], lead_id: str) -> Touch:
+    return Touch(touch["ch"], touch["event_id"], touch["at"], 0.0, lead_id, touch)
+
+
+class Lead:
+    """Handles `Touch` and `Assigned` for the lead that owns them."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.recorder = ctx.recorder
+        self.window = ctx.settings.dedupe_window
+
+    def on_touch(self, lead_id: str, touch: Touch, state: State, fx: Effects) -> None:
+        ctx = self.ctx
+        lead = state.get(lead_id)
+        is_new = lead is None
+        if lead is None:
+            lead = new_lead(lead_id)
+        # dedupe: a repeated event id is processed once
+        key = fingerprint(touch.event_id)
+        if key in lead["seen"]:
+            self.recorder.duplicate(touch.channel)
+            return
+        remember(lead, key, self.window)
+        self.recorder.accepted(touch.channel)
+        touches: list[Touch] = [touch]
+        if (
+            touch.prior
+        ):  # the visitor's earlier clicks: remembered too, so a redelivery is a duplicate
+            seen = lead["seen"]
+            fresh = [(c, k) for c in touch.prior if (k := fingerprint(c["id"])) not in seen]
+            for _, k in fresh:
+                remember(lead, k, self.window)
+            touches = [*(expand_click(c, lead_id) for c, _ in fresh), touch]
+        for t in touches:
+            first = lead.get("first_touch")
+            if first is None or t.at < first["at"]:
+                lead["first_touch"] = first_touch(t)
+        # identity, then enrichment when identity or the accounts table changed
+        identity.absorb(lead, touch)
+        if is_new or touch.channel == "form" or lead.get("enriched") != ctx.accounts.version:
+            account = enrich.enrich_lead(
+                lead, ctx.accounts, ctx.seniority, ctx.settings.regions.overrides
+            )
+            lead["fit"] = score.fit(ctx.scoring, lead, account)
+        if is_new:
+            first = lead["first_touch"]
+            self.recorder.generated(first["channel"], source_label(first))
+        # score
+        for t in touches:
+            detail = t.get("form_id") if t.channel == "form" else t.get("type")
+            label, points = score.touch_points(ctx.scoring, t.channel, detail)
+            score.add_touch(lead["engagement"], ctx.scoring, label, points, t.at)
+        lead["score"] = score.totals(
+            ctx.scoring, sum(p for _, _, p in lead["fit"]), lead["engagement"], touch.at
+        )
+        self.recorder.scored(lead["score"]["total"])
+        # by routing state
+        if lead["state"] == "routed" and _recyclable(lead, touch.at):
+            for k in ROUTING_FIELDS:
+                lead.pop(k, None)
+            lead["state"] = "new"
+        if lead["state"] == "routed":
+            fx.published.append((lead["queue"], publish.activity(ctx, lead, touch)))
+        elif lead["state"] == "new":
+            self._qualify(lead, touch, fx)
+        elif lead["state"] == "pending":  # its queue desk has not answered yet
+            held = lead.setdefault("held", [])
+            data = touch.data
+            held.append({"ch": touch.channel, **{k: data[k] for k in HELD_FIELDS if k in data}})
+            del held[:-MAX_HELD_TOUCHES]
+        state.put(lead_id, lead)
+
+    def _qualify(self, lead: dict[str, Any], touch: Touch, fx: Effects) -> None:
+        ctx = self.ctx
+        trigger = qualify.trigger(ctx, lead, touch)
+        if trigger is None:
+            return
+        reason = qualify.disqualifier(ctx, lead)
+        if reason is not None:
+            if lead.get("disqualified") != reason:
+                lead["disqualified"] = reason
+                self.recorder.disqualified(reason)
+            return
+        account = ctx.account(lead)
+        trace = [
+            f"touch {touch.event_id} ({touch.channel}) triggered {trigger}: score "
+            f"{lead['score']['total']:g} (threshold {ctx.scoring.mql_threshold:g})",
+            *(
+                f"score {c['factor']}={c['value']!r}: {c['points']:+g}"
+                for c in publish.contributions(ctx, lead, touch.at)
+            ),
+        ]
+        queue, rule, preferred, why = route.decide(
+            ctx.routing, ctx.owner_queue, lead, account, touch.get("form_id"), trigger
+        )
+        trace.append(why)
+        lead["state"] = "pending"
+        lead["queue"] = queue
+        draft = publish.draft(ctx, lead, touch, queue, rule, trace)
+        fx.internal.append(
+            (queue_desk_key(queue), Assign(lead["id"], queue, preferred, touch.at, draft))
+        )
+
+    def on_assigned(self, lead_id: str, answer: Assigned, state: State, fx: Effects) -> None:
+        lead = state.get(lead_id)
+        if lead is None:
+            return
+        if lead["state"] == "routed" and (lead.get("routed_at") or 0) >= answer.routed_at:
+            return  # an answer given again after a crash, which this lead had kept
+        lead.update(
+            state="routed",
+            queue=answer.queue,
+            rep=answer.rep,
+            rule=answer.rule,
+            assignment=answer.assignment,
+            routed_at=answer.routed_at,
+            sla_due=answer.sla_due,
+        )
+        lead.pop("recyclable_at", None)
+        lead.pop("sla_breached", None)
+        # Touches that arrived while the queue desk was deciding happened after the lead
+        # qualified: sales get them as activity, as any touch on a routed lead.
+        for held in lead.pop("held", ()):
+            fx.published.append(
+                (answer.queue, publish.activity(self.ctx, lead, _held(held, lead_id)))
+            )
+        state.put(lead_id, lead)
+        sla.start(lead_id, answer.sla_due, state, fx)
+
+
+def _recyclable(lead: dict[str, Any], at: float) -> bool:
+    due = lead.get("recyclable_at")
+    return due is not None and at >= due

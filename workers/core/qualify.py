@@ -1,0 +1,45 @@
+"""Qualification: whether a lead that is not routed yet should be, and what keeps it back.
+
+A lead routes once, when a fast-lane touch arrives (forms such as `demo-request`, an e-mail
+`reply`) or its score reaches the MQL threshold, unless a disqualifier holds: unsubscribed,
+bounced, a spam complaint, a competitor's or disposable domain, missing consent where the
+lead's country requires it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from topics.messages import Touch
+from workers.core.context import Context
+
+FAST_LANE = "fast_lane"
+MQL = "mql"
+DISQUALIFYING_FLAGS = ("unsubscribed", "bounced", "spam_complaint")
+
+
+def trigger(ctx: Context, lead: dict[str, Any], touch: Touch) -> str | None:
+    """`fast_lane`, `mql`, or None when this touch does not qualify the lead."""
+    channel = touch.channel
+    if (channel == "form" and touch.get("form_id") in ctx.fast_forms) or (
+        channel == "email" and touch.get("type") in ctx.fast_email
+    ):
+        return FAST_LANE
+    if lead["score"]["total"] >= ctx.scoring.mql_threshold:
+        return MQL
+    return None
+
+
+def disqualifier(ctx: Context, lead: dict[str, Any]) -> str | None:
+    """The first reason that keeps a qualified lead from routing, or None."""
+    for flag in DISQUALIFYING_FLAGS:
+        if lead["flags"].get(flag):
+            return flag
+    if lead.get("domain") in ctx.competitors:
+        return "competitor"
+    if lead.get("disposable"):
+        return "disposable"
+    country = lead.get("country") or ctx.account(lead).get("country")
+    if country in ctx.consent_countries and lead.get("consent") is not True:
+        return "no_consent"
+    return None

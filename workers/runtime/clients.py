@@ -1,0 +1,84 @@
+"""Every librdkafka client the worker opens, configured here and nowhere else: the batch
+consumer, the producer (transactional or not) and the short-lived readers (changelog
+restore, the transaction probe, the accounts table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.connection import librdkafka_config
+from workers.settings import Settings
+
+# Statistics (and so the lag metric) every LAG_EVERY seconds.
+LAG_EVERY = 5.0
+# librdkafka's transactional timeouts; the commit watchdog (commit.py) must outlast both.
+TRANSACTION_TIMEOUT_MS = 15000
+
+
+class Clients:
+    """Client configurations for one worker: its connection settings, group and identity."""
+
+    def __init__(self, settings: Settings, instance: str) -> None:
+        self.base = librdkafka_config(settings)
+        self.group = settings.kafka.group_id
+        self.instance = instance
+
+    def producer(self, *, transactional: bool) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            **self.base,
+            "linger.ms": 1,  # every batch ends in a flush (commit) anyway
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+        }
+        if transactional:
+            conf.update(
+                {
+                    "transactional.id": f"{self.group}-{self.instance}",
+                    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                    # The broker answers EndTxn before it has written the commit markers,
+                    # and refuses the next transaction's first request until they are
+                    # written (CONCURRENT_TRANSACTIONS, a few ms). librdkafka retries after
+                    # retry.backoff.ms, 100 ms by default: a tenth of a second added to
+                    # every batch that follows its predecessor closely. Repeated failures
+                    # still back off exponentially, to retry.backoff.max.ms.
+                    "retry.backoff.ms": 5,
+                    "retry.backoff.max.ms": 1000,
+                }
+            )
+        return conf
+
+    def reader(self, purpose: str, *, read_committed: bool = False) -> dict[str, Any]:
+        """A consumer that is assigned partitions by hand and never commits: `purpose`
+        names its group (restore, probe, accounts-<instance>), which it never joins."""
+        return {
+            **self.base,
+            "group.id": f"{self.group}-{purpose}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        }
+
+    def batch_consumer(self, *, read_committed: bool, stats_cb: Any) -> dict[str, Any]:
+        """The worker's group member: the input topics and the internal topic."""
+        return {
+            **self.reader("", read_committed=read_committed),
+            "group.id": self.group,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 50,
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+            "max.poll.interval.ms": 300000,
+            # The read-ahead: memory held only while a backlog exists. 16 MiB is still
+            # about two seconds of input at full speed; 64 MiB left a 30 s burst's worker
+            # 120-150 MiB above its caught-up size, with no gain in throughput.
+            "queued.max.messages.kbytes": 16384,
+            # Once the prefetch queue is over its limit librdkafka pauses fetching for
+            # this long (1 s by default): long enough for a busy worker to drain the
+            # queue and sit idle waiting for the next fetch.
+            "fetch.queue.backoff.ms": 20,
+            "statistics.interval.ms": int(LAG_EVERY * 1000),
+            "stats_cb": stats_cb,
+        }

@@ -1,0 +1,96 @@
+"""Record selection: which records form the next batch, and in which order they are handled.
+
+A batch is whatever the consumer has ready; when nothing is, it waits briefly for the first
+record only, so a quiet stream is not held back by a batch that never fills. Partitions
+arrive in no particular order across topics, so before a form fill that names an anonymous
+visitor is handled, the ad-click partitions are read up to the form's send time (bounded by
+CLICK_WAIT), and the batch is handled in send-time order: an ad click goes ahead of the form
+fill that followed it, and gives the lead its first touch.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, KafkaException, Message
+
+CLICK_WAIT = 0.25
+FIRST_RECORD_WAIT = 0.1
+VISITOR_FIELD = b'"anonymous_id"'
+
+
+def _sent_at(msg: Message) -> int:
+    return msg.timestamp()[1]
+
+
+class Selection:
+    def __init__(self, consumer: Consumer, batch_size: int, forms_topic: str, clicks_topic: str):
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self.forms_topic = forms_topic
+        self.clicks_topic = clicks_topic
+        self.click_seen: dict[int, int] = {}
+
+    def next_batch(self) -> tuple[list[Message], int]:
+        """The next batch in handling order, without error events; and how many records
+        the consumer returned (a full batch means a backlog)."""
+        consumer = self.consumer
+        batch = consumer.consume(self.batch_size, 0)
+        if not batch:
+            first = consumer.poll(FIRST_RECORD_WAIT)
+            if first is None:
+                return [], 0
+            batch = [first, *consumer.consume(self.batch_size - 1, 0)]
+        batch = self._await_clicks(batch)
+        fetched = len(batch)
+        records = []
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                records.append(msg)
+            elif err.fatal():
+                raise KafkaException(err)
+        # Topics are fetched partition by partition; the send time puts an ad click ahead of
+        # the form fill that followed it even when they arrive in one batch.
+        records.sort(key=_sent_at)
+        return records, fetched
+
+    def _await_clicks(self, batch: list[Message]) -> list[Message]:
+        """Costs nothing when the click topic is caught up."""
+        forms = self.forms_topic
+        waiting = [
+            m.timestamp()[1]
+            for m in batch
+            if m.topic() == forms and m.value() and VISITOR_FIELD in m.value()
+        ]
+        self._note_clicks(batch)
+        if not waiting:
+            return batch
+        since = max(waiting)
+        deadline = time.monotonic() + CLICK_WAIT
+        while not self._clicks_read_to(since) and time.monotonic() < deadline:
+            more = self.consumer.consume(self.batch_size, 0.005)
+            self._note_clicks(more)
+            batch.extend(more)
+        return batch
+
+    def _note_clicks(self, messages: list[Message]) -> None:
+        clicks = self.clicks_topic
+        seen = self.click_seen
+        for m in messages:
+            if m.topic() == clicks:
+                seen[m.partition()] = max(seen.get(m.partition(), 0), m.timestamp()[1])
+
+    def _clicks_read_to(self, since: int) -> bool:
+        consumer = self.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic == self.clicks_topic]
+        if not tps:
+            return True
+        for tp in consumer.position(tps):
+            _, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            if high <= 0 or (tp.offset >= 0 and tp.offset >= high):
+                continue  # nothing more to read there
+            if self.click_seen.get(tp.partition, 0) >= since:
+                continue
+            return False
+        return True

@@ -1,0 +1,52 @@
+"""The topology's output to Kafka: routed leads, hand-overs to other workers' partitions,
+dead letters (one path for every error kind) and timers."""
+
+from __future__ import annotations
+
+from workers.core.topology import DeadLetter
+from workers.runtime.commit import Committer
+from workers.runtime.timers import Timers
+
+DETAIL_LIMIT = 1000
+
+
+def deadletter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """The record's own headers, then why it failed and where it came from (DESIGN.md)."""
+    return [
+        *letter.headers,
+        ("error.reason", letter.reason.encode()),
+        ("error.detail", letter.detail.encode("utf-8", "replace")[:DETAIL_LIMIT]),
+        ("source.topic", letter.topic.encode()),
+        ("source.partition", str(letter.partition).encode()),
+        ("source.offset", str(letter.offset).encode()),
+    ]
+
+
+class KafkaSink:
+    """A `workers.core.topology.Sink` that produces into the batch's unit of work."""
+
+    def __init__(
+        self,
+        committer: Committer,
+        timers: Timers,
+        internal_topic: str,
+        deadletter_topic: str,
+    ) -> None:
+        self.produce = committer.produce
+        self.timers = timers
+        self.internal_topic = internal_topic
+        self.deadletter_topic = deadletter_topic
+
+    def publish(self, topic: str, key: bytes, value: bytes, event: str) -> None:
+        self.produce(topic, key, value, headers=[("event", event.encode())])
+
+    def hand_over(self, partition: int, key: bytes, value: bytes) -> None:
+        self.produce(self.internal_topic, key, value, partition=partition)
+
+    def set_timer(self, partition: int, due: float, lead_id: str) -> None:
+        self.timers.set(partition, due, lead_id)
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self.produce(
+            self.deadletter_topic, letter.key, letter.value, headers=deadletter_headers(letter)
+        )

@@ -1,0 +1,228 @@
+"""The worker: the batch loop that runs the topology on Kafka, and the session around it.
+
+One consumer reads the marketing and sales topics and the internal topic; each batch is
+handed to the topology in handling order, its output produced into the batch's unit of work
+(commit.py), then committed with the state changelog and the input offsets. Broker trouble
+ends the session, not the process: the clients are torn down, owned state dropped (it is
+restored from the changelog) and the session restarts with backoff. See
+docs/architecture.md for why this is a batch loop and not per-event Faust agents.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from kafka.errors import KafkaError as KafkaPythonError
+
+from topics import catalogue as cat
+from workers import admin
+from workers.connection import instance_id
+from workers.core.enrich import AccountBook
+from workers.core.topology import Topology
+from workers.metrics import Health, Metrics, serve
+from workers.runtime.accounts import AccountsReader
+from workers.runtime.clients import Clients
+from workers.runtime.commit import Committer, Stuck, within
+from workers.runtime.lag import LagGauge
+from workers.runtime.memory import TRIM_EVERY, release_freed_memory, settle_garbage
+from workers.runtime.partitions import Partitions
+from workers.runtime.selection import Selection
+from workers.runtime.sink import KafkaSink
+from workers.runtime.timers import Timers
+from workers.settings import Config
+
+log = logging.getLogger("leadrouter.worker")
+MAX_BACKOFF = 30.0
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        serve_metrics: bool = True,
+    ) -> None:
+        self.config = config
+        s = config.settings
+        self.settings = s
+        self.clock = clock
+        self.metrics = metrics or Metrics(s.metrics.sources, s.metrics.campaigns)
+        self.metrics.declare(config.routing.queues, [r.name for r in config.routing.rules])
+        self.health = Health()
+        self.serve_metrics = serve_metrics
+        self.accounts = AccountBook()
+        prefix = s.kafka.topic_prefix
+        self.internal_topic = prefix + cat.INTERNAL
+        self.changelog_topic = prefix + cat.CHANGELOG
+        self.input_topics = [prefix + t for t in cat.INPUT_KINDS]
+        self.clients = Clients(s, instance_id(s))
+        self.timers = Timers()
+        self.partitions = Partitions(s, self.clients, self.changelog_topic, self.timers)
+        self.lag = LagGauge(self.metrics, prefix)
+        self.topology: Topology | None = None
+        self.stopping = threading.Event()
+        self.consumer: Consumer | None = None
+        self.committer: Committer | None = None
+        self.accounts_reader: AccountsReader | None = None
+        self.abandoned = False
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.committer is not None and self.committer.exactly_once
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def run(self) -> int:
+        """Run until stopped; broker trouble restarts the session with backoff, not the process."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        stop_http = None
+        if self.serve_metrics:
+            m = self.settings.metrics
+            _, stop_http = serve(self.metrics.registry, self.health, m.host, m.port)
+            log.info("metrics on http://%s:%d/metrics", m.host, m.port)
+        backoff = 1.0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._session()
+                    backoff = 1.0
+                except (KafkaException, KafkaPythonError) as exc:
+                    log.error("Kafka session failed (%s); restarting in %.0f s", exc, backoff)
+                    self._teardown()
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            self._teardown()
+            if stop_http:
+                stop_http()
+        log.info("worker stopped")
+        return 0
+
+    def _session(self) -> None:
+        try:
+            admin.ensure_topics(self.config, stop=self.stopping)
+        except admin.Stopped:
+            return
+        self._open_clients()
+        assert self.consumer is not None and self.accounts_reader is not None
+        self.accounts_reader.load()
+        meta = self.consumer.list_topics(self.internal_topic, timeout=30)
+        partitions = len(meta.topics[self.internal_topic].partitions)
+        self.topology = Topology(self.config, self.accounts, self.metrics, self.clock, partitions)
+        topics = [*self.input_topics, self.internal_topic]
+        self.consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        log.info(
+            "worker %s consuming %d topics (%s)",
+            self.clients.instance,
+            len(topics),
+            "exactly_once" if self.exactly_once else "at_least_once",
+        )
+        prefix = self.settings.kafka.topic_prefix
+        selection = Selection(
+            self.consumer,
+            self.settings.ingest.batch_size,
+            prefix + cat.FORM_FILLS,
+            prefix + cat.AD_CLICKS,
+        )
+        trimmed = time.monotonic()
+        while not self.stopping.is_set():
+            batch, fetched = selection.next_batch()
+            if fetched < selection.batch_size and time.monotonic() - trimmed > TRIM_EVERY:
+                release_freed_memory()  # caught up: a backlog's buffers are free now
+                trimmed = time.monotonic()
+            self.health.beat()
+            self.accounts_reader.poll()
+            due = self.timers.due(self.clock())
+            if batch or due:
+                self._process(batch, due)
+        self.consumer.close()  # leaves the group now, so partitions move without a timeout
+        self.consumer = None
+
+    def _open_clients(self) -> None:
+        self.committer = Committer(
+            self.clients, self.settings.kafka.processing_guarantee, self.changelog_topic
+        )
+        read_committed = self.committer.exactly_once
+        self.partitions.read_committed = self.lag.read_committed = read_committed
+        self.consumer = Consumer(
+            self.clients.batch_consumer(read_committed=read_committed, stats_cb=self.lag)
+        )
+        self.accounts_reader = AccountsReader(
+            self.clients, self.settings.kafka.topic_prefix + cat.ACCOUNTS, self.accounts
+        )
+
+    def _teardown(self) -> None:
+        readers = (self.consumer, self.accounts_reader.close() if self.accounts_reader else None)
+        for client in readers:
+            if client is not None:
+                try:
+                    within(15, client.close)
+                except Stuck:
+                    self.abandoned = True  # the producer is abandoned with it, not flushed
+                except (KafkaException, RuntimeError):
+                    pass
+        self.consumer = self.accounts_reader = None
+        if self.committer is not None and not self.abandoned:
+            self.committer.producer.flush(5)
+        self.committer = None
+        self.abandoned = False
+        self.partitions.drop_all()
+        self.health.ready = False
+
+    # ------------------------------------------------------------------ rebalancing
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.internal_topic:
+                self.partitions.assign(tp.partition)
+        self.health.ready = True
+        log.info("assigned %d partitions", len(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.internal_topic:
+                self.partitions.drop(tp.partition)
+        log.info("revoked %d partitions", len(partitions))
+
+    # ------------------------------------------------------------------ the batch
+    def _process(self, batch: list[Message], due: list[tuple[int, str]]) -> None:
+        committer, topology = self.committer, self.topology
+        assert committer is not None and topology is not None and self.consumer is not None
+        started = time.perf_counter()
+        try:
+            offsets = committer.begin(batch, self.consumer)
+            sink = KafkaSink(
+                committer,
+                self.timers,
+                self.internal_topic,
+                self.settings.kafka.topic_prefix + cat.DEADLETTER,
+            )
+            state_of = self.partitions.state_of
+            topology.process(batch, state_of, sink, self.clock())
+            topology.fire(due, state_of, sink)
+            self.metrics.batch_process.observe(time.perf_counter() - started)
+            changes = self.partitions.changes()
+            committing = time.perf_counter()
+            committer.commit(offsets, changes, self.consumer)
+        except Stuck:
+            self.abandoned = True
+            raise
+        self.metrics.batch_commit.observe(time.perf_counter() - committing)
+        self.partitions.persist(changes, committer.changelog_offsets)
+        self.metrics.flush()
+        if batch:
+            self.metrics.batch_size.observe(len(batch))
+        settle_garbage()
