@@ -61,65 +61,73 @@ class Lead:
         self.window = ctx.settings.dedupe_window
 
     def on_touch(self, lead_id: str, touch: Touch, state: State, fx: Effects) -> None:
-        ctx = self.ctx
+        """The stages in order: dedupe, identity, enrich, score, then by routing state."""
         lead = state.get(lead_id)
         is_new = lead is None
         if lead is None:
             lead = new_lead(lead_id)
-        # dedupe: a repeated event id is processed once
-        key = fingerprint(touch.event_id)
-        if key in lead["seen"]:
-            self.recorder.duplicate(touch.channel)
+        touches = self._dedupe(lead, touch)
+        if not touches:
             return
-        remember(lead, key, self.window)
-        self.recorder.accepted(touch.channel)
-        touches: list[Touch] = [touch]
-        if (
-            touch.prior
-        ):  # the visitor's earlier clicks: remembered too, so a redelivery is a duplicate
-            seen = lead["seen"]
-            fresh = [(c, k) for c in touch.prior if (k := fingerprint(c["id"])) not in seen]
-            for _, k in fresh:
-                remember(lead, k, self.window)
-            touches = [*(expand_click(c, lead_id) for c, _ in fresh), touch]
-        for t in touches:
+        for t in touches:  # first-touch attribution: the earliest touch, whatever the order
             first = lead.get("first_touch")
             if first is None or t.at < first["at"]:
                 lead["first_touch"] = first_touch(t)
-        # identity, then enrichment when identity or the accounts table changed
         identity.absorb(lead, touch)
-        if is_new or touch.channel == "form" or lead.get("enriched") != ctx.accounts.version:
-            account = enrich.enrich_lead(
-                lead, ctx.accounts, ctx.seniority, ctx.settings.regions.overrides
-            )
-            lead["fit"] = score.fit(ctx.scoring, lead, account)
+        self._enrich(lead, touch, is_new)
         if is_new:
             first = lead["first_touch"]
             self.recorder.generated(first["channel"], source_label(first))
-        # score
-        for t in touches:
-            detail = t.get("form_id") if t.channel == "form" else t.get("type")
-            label, points = score.touch_points(ctx.scoring, t.channel, detail)
-            score.add_touch(lead["engagement"], ctx.scoring, label, points, t.at)
-        lead["score"] = score.totals(
-            ctx.scoring, sum(p for _, _, p in lead["fit"]), lead["engagement"], touch.at
-        )
-        self.recorder.scored(lead["score"]["total"])
-        # by routing state
+        self._score(lead, touches, touch.at)
         if lead["state"] == "routed" and _recyclable(lead, touch.at):
             for k in ROUTING_FIELDS:
                 lead.pop(k, None)
             lead["state"] = "new"
         if lead["state"] == "routed":
-            fx.published.append((lead["queue"], publish.activity(ctx, lead, touch)))
+            fx.published.append((lead["queue"], publish.activity(self.ctx, lead, touch)))
         elif lead["state"] == "new":
             self._qualify(lead, touch, fx)
         elif lead["state"] == "pending":  # its queue desk has not answered yet
-            held = lead.setdefault("held", [])
-            data = touch.data
-            held.append({"ch": touch.channel, **{k: data[k] for k in HELD_FIELDS if k in data}})
-            del held[:-MAX_HELD_TOUCHES]
+            _hold(lead, touch)
         state.put(lead_id, lead)
+
+    def _dedupe(self, lead: dict[str, Any], touch: Touch) -> list[Touch]:
+        """The touches this one brings that the lead has not seen: none for a repeated event
+        id; with a visitor's earlier clicks first (remembered too, so a redelivery of the
+        form is a duplicate)."""
+        key = fingerprint(touch.event_id)
+        if key in lead["seen"]:
+            self.recorder.duplicate(touch.channel)
+            return []
+        remember(lead, key, self.window)
+        self.recorder.accepted(touch.channel)
+        if not touch.prior:
+            return [touch]
+        seen = lead["seen"]
+        fresh = [(c, k) for c in touch.prior if (k := fingerprint(c["id"])) not in seen]
+        for _, k in fresh:
+            remember(lead, k, self.window)
+        return [*(expand_click(c, lead["id"]) for c, _ in fresh), touch]
+
+    def _enrich(self, lead: dict[str, Any], touch: Touch, is_new: bool) -> None:
+        """Derived facts and fit, redone only when identity or the accounts table changed:
+        most touches are e-mail events."""
+        ctx = self.ctx
+        if is_new or touch.channel == "form" or lead.get("enriched") != ctx.accounts.version:
+            account = enrich.enrich_lead(
+                lead, ctx.accounts, ctx.seniority, ctx.settings.regions.overrides
+            )
+            lead["fit"] = score.fit(ctx.scoring, lead, account)
+
+    def _score(self, lead: dict[str, Any], touches: list[Touch], now: float) -> None:
+        scoring = self.ctx.scoring
+        for t in touches:
+            detail = t.get("form_id") if t.channel == "form" else t.get("type")
+            label, points = score.touch_points(scoring, t.channel, detail)
+            score.add_touch(lead["engagement"], scoring, label, points, t.at)
+        fit_points = sum(p for _, _, p in lead["fit"])
+        lead["score"] = score.totals(scoring, fit_points, lead["engagement"], now)
+        self.recorder.scored(lead["score"]["total"])
 
     def _qualify(self, lead: dict[str, Any], touch: Touch, fx: Effects) -> None:
         ctx = self.ctx
@@ -177,6 +185,14 @@ class Lead:
             )
         state.put(lead_id, lead)
         sla.start(lead_id, answer.sla_due, state, fx)
+
+
+def _hold(lead: dict[str, Any], touch: Touch) -> None:
+    """Keep a touch that arrived while the queue desk decides, to publish once routed."""
+    held = lead.setdefault("held", [])
+    data = touch.data
+    held.append({"ch": touch.channel, **{k: data[k] for k in HELD_FIELDS if k in data}})
+    del held[:-MAX_HELD_TOUCHES]
 
 
 def _recyclable(lead: dict[str, Any], at: float) -> bool:
