@@ -25,6 +25,7 @@ class Backend(Protocol):
     def load(self, key: str) -> Value | None: ...
     def apply(self, writes: dict[bytes, bytes | None], checkpoint: int | None) -> None: ...
     def checkpoint(self) -> int | None: ...
+    def clear(self) -> None: ...
     def keys_with_prefix(self, prefix: str) -> list[str]: ...
     def close(self) -> None: ...
 
@@ -48,6 +49,9 @@ class MemoryBackend:
 
     def checkpoint(self) -> int | None:
         return None  # nothing survives the process: replay the whole changelog
+
+    def clear(self) -> None:
+        self.data.clear()
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         return [k for k in self.data if k.startswith(prefix)]
@@ -105,6 +109,17 @@ class RocksBackend:
     def checkpoint(self) -> int | None:
         raw = self.db.get(CHECKPOINT)
         return int(raw) if raw else None
+
+    def clear(self) -> None:
+        """Forget the local copy (and its checkpoint): it is rebuilt from the changelog."""
+        batch = self._write_batch(raw_mode=True)
+        it = self.db.iter()
+        it.seek_to_first()
+        while it.valid():
+            batch.delete(it.key())
+            it.next()
+        del it
+        self.db.write(batch)
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         out = []

@@ -33,7 +33,7 @@ def at(offset: float) -> str:
 @pytest.mark.parametrize("record", OLD_RECORDS, ids=[r["value"]["k"] for r in OLD_RECORDS])
 def test_previous_release_records_decode_and_encode_unchanged(record: dict):
     message = messages.decode(orjson.dumps(record["value"]))
-    assert type(message).KIND == record["value"]["k"]
+    assert record["value"]["k"] == type(message).KIND
     assert orjson.loads(messages.encode(message)) == record["value"]
 
 

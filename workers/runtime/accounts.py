@@ -32,16 +32,23 @@ class AccountsReader:
         meta = reader.list_topics(self.topic, timeout=30).topics[self.topic]
         tps = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions]
         reader.assign(tps)
-        ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=30)[1] for tp in tps}
-        done = {p for p, high in ends.items() if high <= 0}
+        marks = {tp.partition: reader.get_watermark_offsets(tp, timeout=30) for tp in tps}
+        ends = {p: high for p, (_, high) in marks.items()}
+        done = {p for p, (low, high) in marks.items() if high <= low}
         deadline = time.monotonic() + LOAD_DEADLINE
         while len(done) < len(ends) and time.monotonic() < deadline:
-            for msg in reader.consume(10000, 0.5):
+            messages = reader.consume(10000, 0.5)
+            for msg in messages:
                 if msg.error():
                     continue
                 self._apply(msg)
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     done.add(msg.partition())
+            # A partition may end in a marker, never delivered: ask where each one stands.
+            waiting = [TopicPartition(self.topic, p) for p in ends if p not in done]
+            for tp in reader.position(waiting) if waiting else ():
+                if tp.offset >= ends[tp.partition]:
+                    done.add(tp.partition)
         log.info("accounts loaded: %d", len(self.book.by_domain))
 
     def poll(self) -> None:

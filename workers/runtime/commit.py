@@ -212,7 +212,9 @@ class Committer:
         while True:
             try:
                 if on_delivery is not None:
-                    producer.produce(topic, value, key, partition, on_delivery=on_delivery)
+                    producer.produce(
+                        topic, value, key, partition, on_delivery=on_delivery, headers=headers
+                    )
                 elif headers:
                     producer.produce(topic, value, key, partition, headers=headers)
                 else:

@@ -59,13 +59,33 @@ class Partitions:
     def _restore(self, p: int) -> None:
         """Rebuild partition p's state from the changelog (from the local checkpoint if any)."""
         backend = self._backend(p)
+        try:
+            self._fill(p, backend)
+        except BaseException:
+            backend.close()  # a RocksDB store keeps its lock until closed
+            raise
+
+    def _fill(self, p: int, backend: Any) -> None:
         start = backend.checkpoint()
         reader = Consumer(self.clients.reader("restore", read_committed=self.read_committed))
         applied = 0
         try:
             tp = TopicPartition(self.changelog_topic, p)
             low, high = reader.get_watermark_offsets(tp, timeout=30)
-            begin = start if start is not None and start >= low else OFFSET_BEGINNING
+            if start is not None and not low <= start <= high:
+                # A local copy from outside the log as it is now (its start moved past the
+                # checkpoint: deletions since then are gone from it; or the topic is newer
+                # than the checkpoint): only a full restore is right.
+                log.warning(
+                    "partition %d: local checkpoint %d outside the changelog (%d..%d): rebuilt",
+                    p,
+                    start,
+                    low,
+                    high,
+                )
+                backend.clear()
+                start = None
+            begin = start if start is not None else OFFSET_BEGINNING
             if high > (start or low):
                 reader.assign([TopicPartition(self.changelog_topic, p, begin)])
                 deadline = time.monotonic() + RESTORE_DEADLINE

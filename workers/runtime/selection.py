@@ -10,6 +10,7 @@ fill that followed it, and gives the lead its first touch.
 
 from __future__ import annotations
 
+import heapq
 import time
 
 from confluent_kafka import Consumer, KafkaException, Message
@@ -21,6 +22,34 @@ VISITOR_FIELD = b'"anonymous_id"'
 
 def _sent_at(msg: Message) -> int:
     return msg.timestamp()[1]
+
+
+def in_send_order(records: list[Message]) -> list[Message]:
+    """Topics are fetched partition by partition; handling in send-time order puts an ad
+    click ahead of the form fill that followed it even when they arrive in one batch. Each
+    partition keeps its log order: when send times within a partition disagree with its
+    offsets (producers on different clocks), the partition heads are merged instead, the
+    earliest head first, as Kafka Streams chooses among a task's partitions."""
+    by_time = sorted(records, key=_sent_at)
+    last: dict[tuple[str, int], int] = {}
+    for msg in by_time:
+        where = (msg.topic(), msg.partition())
+        offset = msg.offset()
+        if last.get(where, -1) > offset:
+            break
+        last[where] = offset
+    else:
+        return by_time
+    partitions: dict[tuple[str, int], list[Message]] = {}
+    for msg in records:
+        partitions.setdefault((msg.topic(), msg.partition()), []).append(msg)
+    for run in partitions.values():
+        run.sort(key=_offset)
+    return list(heapq.merge(*partitions.values(), key=_sent_at))
+
+
+def _offset(msg: Message) -> int:
+    return msg.offset()
 
 
 class Selection:
@@ -50,10 +79,7 @@ class Selection:
                 records.append(msg)
             elif err.fatal():
                 raise KafkaException(err)
-        # Topics are fetched partition by partition; the send time puts an ad click ahead of
-        # the form fill that followed it even when they arrive in one batch.
-        records.sort(key=_sent_at)
-        return records, fetched
+        return in_send_order(records), fetched
 
     def _await_clicks(self, batch: list[Message]) -> list[Message]:
         """Costs nothing when the click topic is caught up."""

@@ -15,11 +15,16 @@ def deadletter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     return [
         *letter.headers,
         ("error.reason", letter.reason.encode()),
-        ("error.detail", letter.detail.encode("utf-8", "replace")[:DETAIL_LIMIT]),
+        ("error.detail", _truncated(letter.detail, DETAIL_LIMIT)),
         ("source.topic", letter.topic.encode()),
         ("source.partition", str(letter.partition).encode()),
         ("source.offset", str(letter.offset).encode()),
     ]
+
+
+def _truncated(text: str, limit: int) -> bytes:
+    """At most `limit` bytes of UTF-8, cut between characters."""
+    return text.encode("utf-8", "replace")[:limit].decode("utf-8", "ignore").encode()
 
 
 class KafkaSink:
