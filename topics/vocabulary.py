@@ -19,7 +19,9 @@ FIRST_CONTACT = ("contacted", "meeting_booked")  # either gives speed to lead
 CONVERSIONS = ("opportunity_created", "won", "lost")
 CLOSING = ("won", "lost", "rejected")
 
-ROUTED_EVENTS = ("lead.assigned", "lead.activity")
+LEAD_ASSIGNED = "lead.assigned"  # a lead routed to a queue (and a rep, when one is free)
+LEAD_ACTIVITY = "lead.activity"  # a touch on a lead already routed, for its owner
+ROUTED_EVENTS = (LEAD_ASSIGNED, LEAD_ACTIVITY)
 
 # Input kinds (which contract a topic carries) and the channel each marketing kind is.
 FORM_FILL = "form_fill"

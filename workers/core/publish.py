@@ -13,6 +13,7 @@ from typing import Any
 
 from topics.messages import Assigned, Touch
 from topics.public import Activity, Company, Reason, RoutedLead, Score, Source
+from topics.vocabulary import LEAD_ACTIVITY, LEAD_ASSIGNED
 from workers.core import score
 from workers.core.context import Context, iso
 
@@ -70,7 +71,7 @@ def draft(
     ctx: Context, lead: dict[str, Any], touch: Touch, queue: str, rule: str, trace: list[str]
 ) -> RoutedLead:
     """The `lead.assigned` record of a lead that qualified, before its desk picks a rep."""
-    out = _routed_lead(ctx, lead, touch, "lead.assigned", Reason(rule, None, trace))
+    out = _routed_lead(ctx, lead, touch, LEAD_ASSIGNED, Reason(rule, None, trace))
     out.queue = queue
     return out
 
@@ -93,7 +94,7 @@ def activity(ctx: Context, lead: dict[str, Any], touch: Touch) -> RoutedLead:
         f" touch {touch.event_id} published as activity, not reassigned"
     ]
     out = _routed_lead(
-        ctx, lead, touch, "lead.activity", Reason(lead.get("rule"), lead.get("assignment"), trace)
+        ctx, lead, touch, LEAD_ACTIVITY, Reason(lead.get("rule"), lead.get("assignment"), trace)
     )
     out.activity = Activity(
         touch.channel,  # type: ignore[arg-type]
