@@ -159,7 +159,7 @@ class Activity:
 
     channel: Channel
     type: str
-    occurred_at: str
+    occurred_at: str = field(metadata={"format": "date-time"})
 
 
 @dataclass(slots=True)
@@ -170,7 +170,7 @@ class RoutedLead:
     lead_id: str
     queue: str
     rep_id: str | None
-    email: str | None
+    email: str | None = field(metadata={"format": "email"})
     name: str | None
     phone: str | None
     job_title: str | None
@@ -181,9 +181,9 @@ class RoutedLead:
     reason: Reason
     source: Source
     trigger_event_id: str
-    generated_at: str | None
-    routed_at: str | None
-    sla_due_at: str | None
+    generated_at: str | None = field(metadata={"format": "date-time"})
+    routed_at: str | None = field(metadata={"format": "date-time"})
+    sla_due_at: str | None = field(metadata={"format": "date-time"})
     activity: Activity | None = None
 
 

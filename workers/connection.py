@@ -82,3 +82,31 @@ def instance_id(settings: Settings) -> str:
 
 def data_dir(settings: Settings) -> Path:
     return Path(os.path.expanduser(settings.store.data_dir))
+
+
+def faust_broker(settings: Settings) -> dict[str, Any]:
+    """`faust.App` keyword arguments for the configured broker and its security settings
+    (Faust reaches Kafka through aiokafka: an SSL context instead of file names)."""
+    import ssl
+
+    import faust
+
+    k = settings.kafka
+    conf: dict[str, Any] = {
+        "broker": [f"kafka://{server.strip()}" for server in bootstrap(settings).split(",")]
+    }
+    context = None
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=k.ssl_cafile)
+        if k.ssl_certfile:
+            context.load_cert_chain(k.ssl_certfile, k.ssl_keyfile)
+    if k.security_protocol.startswith("SASL_"):
+        conf["broker_credentials"] = faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value() if k.sasl_password else None,
+            mechanism=k.sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    elif context is not None:
+        conf["broker_credentials"] = faust.SSLCredentials(context)
+    return conf

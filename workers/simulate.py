@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import orjson
 
 from topics import catalogue as cat
+from topics.public import RoutedLead, SalesActivity
 from workers.settings import Config
 
 FIRST = [
@@ -393,27 +395,31 @@ class Traffic:
 
 class SalesTeam:
     """Answers routed leads like a sales team: contacts most (fast lane fastest), books
-    meetings, opens opportunities, wins or loses by source; some leads wait past the SLA."""
+    meetings, opens opportunities, wins or loses by source; some leads wait past the SLA.
+
+    The decisions only: plain and synchronous, so they are testable without a broker. The
+    Faust app in `workers.sales_team` feeds it routed leads and sends what falls due."""
 
     def __init__(self, config: Config, seed: int | None = None, delay_scale: float = 1.0):
         self.rng = random.Random(None if seed is None else seed + 1)
         self.scale = delay_scale
-        self.topic = config.settings.kafka.topic_prefix + cat.SALES_ACTIVITIES
-        self.queue: list[tuple[float, int, str, dict[str, Any]]] = []
+        self.queue: list[tuple[float, int, str, str | None, str]] = []
         self.seq = 0
 
     def _later(self, at: float, lead_id: str, rep: str | None, kind: str) -> None:
         self.seq += 1
-        heapq.heappush(self.queue, (at, self.seq, lead_id, {"type": kind, "rep_id": rep}))
+        heapq.heappush(self.queue, (at, self.seq, lead_id, rep, kind))
 
-    def on_routed(self, lead: dict[str, Any], now: float) -> None:
-        if lead.get("event") != "lead.assigned":
+    def on_routed(self, lead: RoutedLead, now: float) -> None:
+        """Plan the answers to a routed lead. `lead` is a RoutedLead: the dataclass of
+        `topics.public` or the Faust Record of `topics.records` (the same fields)."""
+        if lead.event != "lead.assigned":
             return
         rng, s = self.rng, self.scale
-        lead_id, rep = lead["lead_id"], lead.get("rep_id")
+        lead_id, rep = lead.lead_id, lead.rep_id
         if rng.random() < 0.12:  # forgotten: the SLA timer will flag it
             return
-        median = 120 if lead.get("queue") == "fast-lane" else 1800
+        median = 120 if lead.queue == "fast-lane" else 1800
         t = now + rng.lognormvariate(0, 0.8) * median * s
         self._later(t, lead_id, rep, "accepted" if rng.random() < 0.5 else "contacted")
         if rng.random() < 0.15:
@@ -427,20 +433,22 @@ class SalesTeam:
             if rng.random() < 0.5:
                 t += rng.lognormvariate(0, 0.5) * 86400 * s
                 self._later(t, lead_id, rep, "opportunity_created")
-                win = SOURCE_WIN.get((lead.get("source") or {}).get("utm_source") or "", 0.2)
+                win = SOURCE_WIN.get(lead.source.utm_source or "", 0.2)
                 t += rng.lognormvariate(0, 0.5) * 7 * 86400 * s
                 self._later(t, lead_id, rep, "won" if rng.random() < win * 2 else "lost")
 
-    def due(self, now: float) -> Iterator[tuple[str, bytes, bytes]]:
+    def due(self, now: float) -> Iterator[SalesActivity]:
+        """The planned answers whose time has come, in time order (value on
+        `sales.activities`, keyed by `lead_id`)."""
         while self.queue and self.queue[0][0] <= now:
-            at, _, lead_id, activity = heapq.heappop(self.queue)
-            event = {
-                "event_id": uuid.UUID(int=self.rng.getrandbits(128)).hex,
-                "occurred_at": iso_now(at),
-                "lead_id": lead_id,
-                **activity,
-            }
-            yield self.topic, lead_id.encode(), orjson.dumps(event)
+            at, _, lead_id, rep, kind = heapq.heappop(self.queue)
+            yield SalesActivity(
+                event_id=uuid.UUID(int=self.rng.getrandbits(128)).hex,
+                occurred_at=iso_now(at),
+                lead_id=lead_id,
+                type=kind,  # type: ignore[arg-type]
+                rep_id=rep,
+            )
 
 
 def run_simulation(
@@ -451,48 +459,41 @@ def run_simulation(
     seed: int | None = None,
     malformed_share: float = 0.01,
     sales_delay_scale: float = 1.0,
-    stop: Any = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, int]:
-    """Send marketing traffic at `rate` for `duration` seconds and answer routed leads."""
-    from confluent_kafka import Consumer, Producer
+    """Send marketing traffic at `rate` for `duration` seconds (or until `stop` is set)
+    while the simulated sales team, a Faust app on a thread of its own, answers routed
+    leads. Returns counts: marketing records sent, sales activities sent, routed leads seen."""
+    from confluent_kafka import Producer
 
     from workers.admin import ensure_topics
     from workers.connection import librdkafka_config
+    from workers.sales_team import SalesTeamApp
 
     ensure_topics(config)
-    conf = librdkafka_config(config.settings)
-    producer = Producer({**conf, "linger.ms": 5, "enable.idempotence": True})
-    prefix = config.settings.kafka.topic_prefix
-    routed = Consumer(
-        {
-            **conf,
-            "group.id": f"{config.settings.kafka.group_id}-simulated-sales",
-            "auto.offset.reset": "latest",
-            "enable.auto.commit": True,
-        }
+    producer = Producer(
+        {**librdkafka_config(config.settings), "linger.ms": 5, "enable.idempotence": True}
     )
-    routed.subscribe([prefix + cat.routed_topic(q) for q in config.routing.queues])
     traffic = Traffic(config, seed, malformed_share)
-    sales = SalesTeam(config, seed, sales_delay_scale)
-    stats = {"marketing": 0, "sales": 0, "routed_seen": 0}
+    sales = SalesTeamApp(config, SalesTeam(config, seed, sales_delay_scale)).start()
+    pace = stop if stop is not None else threading.Event()
+    marketing = 0
     start = time.time()
     try:
-        while time.time() - start < duration and not (stop and stop.is_set()):
+        while time.time() - start < duration and not pace.is_set():
             now = time.time()
             target = int((now - start) * rate)
-            while stats["marketing"] < target:
+            while marketing < target:
                 topic, key, value = traffic.next(now)
                 producer.produce(topic, value, key)
-                stats["marketing"] += 1
-            for msg in routed.consume(500, 0.02):
-                if msg.error() is None and msg.value():
-                    stats["routed_seen"] += 1
-                    sales.on_routed(orjson.loads(msg.value()), time.time())
-            for topic, key, value in sales.due(time.time()):
-                producer.produce(topic, value, key)
-                stats["sales"] += 1
+                marketing += 1
             producer.poll(0)
+            pace.wait(0.02)
     finally:
         producer.flush(30)
-        routed.close()
-    return stats
+        sales.stop()
+    return {
+        "marketing": marketing,
+        "sales": sales.counts.sales,
+        "routed_seen": sales.counts.routed_seen,
+    }
