@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
+from topics import catalogue as cat
 from topics.vocabulary import ACTIVITY_TYPES, AD_PLATFORMS, EMAIL_TYPES, ROUTED_EVENTS
 
 EmailType = Literal[EMAIL_TYPES]  # type: ignore[valid-type]
@@ -196,10 +197,10 @@ def encode_routed(lead: RoutedLead) -> bytes:
 
 
 PUBLIC_VALUES: dict[str, type] = {
-    "marketing.form-fills": FormFill,
-    "marketing.email-events": EmailEvent,
-    "marketing.ad-clicks": AdClick,
-    "sales.activities": SalesActivity,
-    "reference.accounts": Account,
-    "leads.routed.<queue>": RoutedLead,
+    cat.FORM_FILLS: FormFill,
+    cat.EMAIL_EVENTS: EmailEvent,
+    cat.AD_CLICKS: AdClick,
+    cat.SALES_ACTIVITIES: SalesActivity,
+    cat.ACCOUNTS: Account,
+    cat.routed_topic("<queue>"): RoutedLead,
 }
