@@ -1,8 +1,11 @@
 """`leadrouter demo`: the whole loop on one machine, with a live terminal summary.
 
 Starts the embedded broker unless one is configured, applies the topics, loads demo
-accounts, runs the worker and the simulated marketing and sales traffic, and prints what
-happens every two seconds. Ctrl-C (or --duration) stops everything it started.
+accounts, runs the worker and the simulated marketing and sales traffic, and shows what
+happens every two seconds: on a terminal one screen redrawn in place (workers/screen.py:
+leads generated and contacted per minute side by side, the figures per queue beneath),
+otherwise a block of plain lines per tick, for logs and pipes. Ctrl-C (or --duration)
+stops everything it started.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers import admin
 from workers.embedded import EmbeddedBroker, free_port
@@ -22,6 +25,9 @@ from workers.metrics import Metrics
 from workers.runtime.worker import Worker
 from workers.settings import Config
 from workers.simulate import companies, run_simulation
+
+if TYPE_CHECKING:
+    from workers.screen import LiveScreen
 
 REFRESH = 2.0
 
@@ -77,11 +83,16 @@ def summary(metrics: Metrics) -> dict[str, Any]:
         "events": {},
         "generated": {},
         "routed": {},
+        "unassigned": {},
         "sla_breaches": 0,
+        "breaches": {},
         "deadletters": {},
         "speed_to_lead": {},
+        "contacted": 0,
+        "contacted_by_queue": {},
     }
     speed: dict[str, list[tuple[float, float]]] = {}
+    speed_all: dict[float, float] = {}
     for family in metrics.registry.collect():
         for sample in family.samples:
             labels, value = sample.labels, sample.value
@@ -94,19 +105,33 @@ def summary(metrics: Metrics) -> dict[str, Any]:
                 )
             elif sample.name == "leadrouter_leads_routed_total":
                 out["routed"][labels["queue"]] = out["routed"].get(labels["queue"], 0) + value
+            elif sample.name == "leadrouter_leads_unassigned_total":
+                q = labels["queue"]
+                out["unassigned"][q] = out["unassigned"].get(q, 0) + value
             elif sample.name == "leadrouter_sla_breaches_total":
                 out["sla_breaches"] += value
+                out["breaches"][labels["queue"]] = value
             elif sample.name == "leadrouter_deadletters_total":
                 out["deadletters"][labels["reason"]] = value
             elif sample.name == "leadrouter_speed_to_lead_seconds_bucket":
-                speed.setdefault(labels["queue"], []).append((float(labels["le"]), value))
+                le = float(labels["le"])
+                speed.setdefault(labels["queue"], []).append((le, value))
+                speed_all[le] = speed_all.get(le, 0) + value
+            elif sample.name == "leadrouter_speed_to_lead_seconds_count":
+                # a first sales touch is one observation: the leads contacted
+                out["contacted"] += value
+                out["contacted_by_queue"][labels["queue"]] = value
     for queue, buckets in speed.items():
         buckets.sort()
         out["speed_to_lead"][queue] = (quantile(buckets, 0.5), quantile(buckets, 0.9))
+    merged = sorted(speed_all.items())
+    out["speed_to_lead_all"] = (quantile(merged, 0.5), quantile(merged, 0.9))
     return out
 
 
 def render(s: dict[str, Any], elapsed: float, metrics_url: str) -> str:
+    """The plain lines printed per tick when stdout is not a terminal (logs, pipes)."""
+
     def secs(v: float | None) -> str:
         return "-" if v is None else f"{v:.0f}s"
 
@@ -137,9 +162,13 @@ def render(s: dict[str, Any], elapsed: float, metrics_url: str) -> str:
 
 
 def run_demo(config: Config, *, rate: float, duration: float | None, seed: int | None) -> int:
+    """Run everything until Ctrl-C or --duration; 1 if the worker died under the demo."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # a closed terminal (or tmux session) too: the broker runs in a session of its own and
+    # would outlive a demo that died of the hang-up
+    signal.signal(signal.SIGHUP, lambda *_: stop.set())
     workdir = Path(tempfile.mkdtemp(prefix="leadrouter-demo-"))
     broker = None
     if not config.settings.kafka.bootstrap_servers:
@@ -158,6 +187,8 @@ def run_demo(config: Config, *, rate: float, duration: float | None, seed: int |
 
         with socket.socket() as probe:
             probe.bind((metrics_cfg.host, metrics_cfg.port))
+        if metrics_cfg.port == 0:
+            raise OSError("port 0: pick one here, so the screen shows where metrics are")
     except OSError:
         metrics_cfg = metrics_cfg.model_copy(update={"port": free_port()})
     config = Config(
@@ -170,6 +201,7 @@ def run_demo(config: Config, *, rate: float, duration: float | None, seed: int |
     metrics_url = f"http://{metrics_cfg.host}:{metrics_cfg.port}/metrics"
     worker = Worker(config)
     threads: list[threading.Thread] = []
+    screen: LiveScreen | None = None
     started = time.monotonic()
     try:
         for line in admin.apply(config):
@@ -193,11 +225,17 @@ def run_demo(config: Config, *, rate: float, duration: float | None, seed: int |
         )
         for t in threads:
             t.start()
-        tty = sys.stdout.isatty()
+        if sys.stdout.isatty():
+            from workers.screen import LiveScreen
+
+            screen = LiveScreen(metrics_url, REFRESH)
+            screen.start(summary(worker.metrics), time.monotonic() - started)
         while not stop.wait(REFRESH):
             elapsed = time.monotonic() - started
-            text = render(summary(worker.metrics), elapsed, metrics_url)
-            print(("\033[2J\033[H" if tty else "") + text + ("" if tty else "\n"), flush=True)
+            if screen is not None:
+                screen.show(summary(worker.metrics), elapsed)
+            else:
+                print(render(summary(worker.metrics), elapsed, metrics_url) + "\n", flush=True)
             if duration is not None and elapsed >= duration:
                 break
             if not threads[0].is_alive():
@@ -206,15 +244,21 @@ def run_demo(config: Config, *, rate: float, duration: float | None, seed: int |
     finally:
         stop.set()
         worker.stop()
-        for t in threads:
-            t.join(30)
-        final = summary(worker.metrics)
-        print(render(final, time.monotonic() - started, metrics_url), flush=True)
-        print(f"routed leads: {int(sum(final['routed'].values()))}", flush=True)
-        if broker is not None:
-            broker.stop()
-        if os.environ.get("LEADROUTER_KEEP_DEMO_DIR") is None:
-            import shutil
+        try:
+            for t in threads:
+                t.join(30)
+            final = summary(worker.metrics)
+            if screen is not None:
+                screen.show(final, time.monotonic() - started)
+                screen.stop()  # the last frame stays on the terminal
+            else:
+                print(render(final, time.monotonic() - started, metrics_url), flush=True)
+            print(f"routed leads: {int(sum(final['routed'].values()))}", flush=True)
+        finally:  # even when the terminal is gone and printing fails
+            if broker is not None:
+                broker.stop()
+            if os.environ.get("LEADROUTER_KEEP_DEMO_DIR") is None:
+                import shutil
 
-            shutil.rmtree(workdir, ignore_errors=True)
+                shutil.rmtree(workdir, ignore_errors=True)
     return 0
