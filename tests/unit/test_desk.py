@@ -227,6 +227,27 @@ def test_duplicate_event_is_processed_once(line: Pipeline):
     assert line.facts.counts[("accepted", "form")] == 1
 
 
+def test_dedupe_window_edge(line: Pipeline):
+    """A lead recognises a repeat among its last `dedupe_window` event ids (settings.yaml);
+    one older than that is processed again. At the edge: the window-th newest id is still a
+    duplicate, the one before it is not."""
+    window = CONFIG.settings.dedupe_window
+    email = "edge@acme.com"
+
+    def opened(n: int) -> dict:
+        return {"event_id": f"open-{n}", "occurred_at": at(n), "email": email, "type": "open"}
+
+    for n in range(window + 1):
+        line.send("email_event", opened(n))
+    line.send("email_event", opened(1))  # the window-th newest: still remembered
+    assert line.facts.counts[("duplicate", "email")] == 1
+    line.send("email_event", opened(0))  # one past the window: processed again
+    assert line.facts.counts[("duplicate", "email")] == 1
+    assert line.facts.counts[("accepted", "email")] == window + 2
+    lead = line.state.get(lead_id(email))
+    assert len(lead["seen"]) == window
+
+
 @pytest.mark.parametrize(
     ("email", "events", "reason"),
     [
