@@ -37,8 +37,36 @@ class Partitions:
         return self.states.get(partition)
 
     def assign(self, partition: int) -> None:
-        if partition not in self.states:
-            self._restore(partition)
+        self.restore([partition])
+
+    def restore(self, partitions: list[int]) -> None:
+        """Rebuild the state of each partition not held yet from the changelog (from the
+        local checkpoint, if any), all with one reader: a restart resumes in the time it
+        takes to read what is there, not a fixed wait per partition."""
+        backends: dict[int, Any] = {}
+        try:
+            for p in partitions:
+                if p not in self.states and p not in backends:
+                    backends[p] = self._backend(p)
+            if not backends:
+                return
+            started = time.monotonic()
+            applied = self._fill(backends)
+        except BaseException:
+            for backend in backends.values():
+                backend.close()  # a RocksDB store keeps its lock until closed
+            raise
+        for p, backend in backends.items():
+            state = PartitionState(p, backend)
+            timers = self.timers.restore(p, state)
+            self.states[p] = state
+            log.info(
+                "partition %d restored: %d changelog records, %d open SLA timers",
+                p,
+                applied[p],
+                timers,
+            )
+        log.info("%d partitions restored in %.2f s", len(backends), time.monotonic() - started)
 
     def drop(self, partition: int) -> None:
         state = self.states.pop(partition, None)
@@ -56,63 +84,67 @@ class Partitions:
             return RocksBackend(path)
         return MemoryBackend()
 
-    def _restore(self, p: int) -> None:
-        """Rebuild partition p's state from the changelog (from the local checkpoint if any)."""
-        backend = self._backend(p)
-        try:
-            self._fill(p, backend)
-        except BaseException:
-            backend.close()  # a RocksDB store keeps its lock until closed
-            raise
-
-    def _fill(self, p: int, backend: Any) -> None:
+    def _start(self, p: int, backend: Any, low: int, high: int) -> int | None:
+        """Where partition p's restore begins: its local checkpoint, unless that lies
+        outside the log as it is now (its start moved past the checkpoint, so deletions
+        since then are gone from it; or the topic is newer than the checkpoint): then the
+        local copy is dropped and the whole log read."""
         start = backend.checkpoint()
+        if start is not None and not low <= start <= high:
+            log.warning(
+                "partition %d: local checkpoint %d outside the changelog (%d..%d): rebuilt",
+                p,
+                start,
+                low,
+                high,
+            )
+            backend.clear()
+            return None
+        return start
+
+    def _fill(self, backends: dict[int, Any]) -> dict[int, int]:
+        """Read each partition's changelog up to its end into its backend; returns how
+        many records each applied. The end is judged by the reader's position, so a log
+        that ends in a transaction marker (never delivered) costs no wait."""
+        applied = dict.fromkeys(backends, 0)
         reader = Consumer(self.clients.reader("restore", read_committed=self.read_committed))
-        applied = 0
         try:
-            tp = TopicPartition(self.changelog_topic, p)
-            low, high = reader.get_watermark_offsets(tp, timeout=30)
-            if start is not None and not low <= start <= high:
-                # A local copy from outside the log as it is now (its start moved past the
-                # checkpoint: deletions since then are gone from it; or the topic is newer
-                # than the checkpoint): only a full restore is right.
-                log.warning(
-                    "partition %d: local checkpoint %d outside the changelog (%d..%d): rebuilt",
-                    p,
-                    start,
-                    low,
-                    high,
-                )
-                backend.clear()
-                start = None
-            begin = start if start is not None else OFFSET_BEGINNING
-            if high > (start or low):
-                reader.assign([TopicPartition(self.changelog_topic, p, begin)])
-                deadline = time.monotonic() + RESTORE_DEADLINE
-                position = start or low
-                while position < high:
-                    if time.monotonic() > deadline:
-                        raise KafkaException(f"restore of partition {p} did not finish in time")
-                    writes: dict[bytes, bytes | None] = {}
-                    for msg in reader.consume(10000, 0.5):
-                        if msg.error():
-                            continue
-                        writes[msg.key()] = msg.value()
-                        position = msg.offset() + 1
-                    if writes:
-                        backend.apply(writes, position)
-                        applied += len(writes)
-                    else:
-                        got = reader.position([tp])[0].offset
-                        position = max(position, got)
+            ends: dict[int, int] = {}
+            assignment = []
+            for p, backend in backends.items():
+                tp = TopicPartition(self.changelog_topic, p)
+                low, high = reader.get_watermark_offsets(tp, timeout=30)
+                start = self._start(p, backend, low, high)
+                if high > (start if start is not None else low):
+                    ends[p] = high
+                    begin = start if start is not None else OFFSET_BEGINNING
+                    assignment.append(TopicPartition(self.changelog_topic, p, begin))
+            if not ends:
+                return applied
+            reader.assign(assignment)
+            deadline = time.monotonic() + RESTORE_DEADLINE
+            while ends:
+                if time.monotonic() > deadline:
+                    left = ", ".join(str(p) for p in sorted(ends))
+                    raise KafkaException(f"restore of partition {left} did not finish in time")
+                writes: dict[int, dict[bytes, bytes | None]] = {}
+                positions: dict[int, int] = {}
+                for msg in reader.consume(10000, 0.1):
+                    if msg.error():
+                        continue
+                    p = msg.partition()
+                    writes.setdefault(p, {})[msg.key()] = msg.value()
+                    positions[p] = msg.offset() + 1
+                for p, batch in writes.items():
+                    backends[p].apply(batch, positions[p])
+                    applied[p] += len(batch)
+                waiting = [TopicPartition(self.changelog_topic, p) for p in ends]
+                for tp in reader.position(waiting):
+                    if tp.offset >= ends[tp.partition]:
+                        del ends[tp.partition]
         finally:
             reader.close()
-        state = PartitionState(p, backend)
-        timers = self.timers.restore(p, state)
-        self.states[p] = state
-        log.info(
-            "partition %d restored: %d changelog records, %d open SLA timers", p, applied, timers
-        )
+        return applied
 
     def persist(
         self, changes: dict[int, dict[bytes, bytes | None]], checkpoints: dict[int, int]

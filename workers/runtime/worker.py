@@ -185,9 +185,9 @@ class Worker:
 
     # ------------------------------------------------------------------ rebalancing
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            if tp.topic == self.internal_topic:
-                self.partitions.assign(tp.partition)
+        self.partitions.restore(
+            [tp.partition for tp in partitions if tp.topic == self.internal_topic]
+        )
         self.health.ready = True
         log.info("assigned %d partitions", len(partitions))
 
