@@ -4,14 +4,23 @@ Every command validates its configuration before it imports anything that loads 
 client (confluent_kafka, kafka-python, aiokafka, faust): those imports are most of a
 worker's start-up, and a refusal of bad config should not wait for them. So nothing at the
 top of this module, or of `workers.settings` and `workers.connection`, imports one; the
-commands import their runtime after `_load` (tests/unit/test_cli_imports.py holds this).
+commands import their runtime after the configuration is loaded
+(tests/unit/test_cli_imports.py holds this).
+
+Every argument is judged before anything connects: `--config` is loaded first (an eager
+option), then each argument is converted by a type that refuses it in the operator's terms
+(what the number means, its unit, its range, an example), with exit status 2
+(tests/unit/test_cli_args.py holds this).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -34,9 +43,7 @@ def _load(config_dir: str | None) -> Config:
     try:
         config = load_config(config_dir)
     except ConfigError as exc:
-        click.echo(
-            f"leadrouter: configuration is invalid ({len(exc.problems)} problems):", err=True
-        )
+        click.echo(f"leadrouter: configuration is invalid ({exc.count}):", err=True)
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(2)
@@ -46,15 +53,150 @@ def _load(config_dir: str | None) -> Config:
     return config
 
 
+# --------------------------------------------------------------------------- argument types
+class Quantity(click.ParamType):
+    """A finite number within bounds, refused in words: what it measures, its unit, its
+    range and an example. (click's own ranges let nan and inf through and say `x>0`.)"""
+
+    name = "number"
+
+    def __init__(
+        self,
+        what: str,
+        unit: str = "",
+        *,
+        above: float | None = None,
+        at_least: float | None = None,
+        at_most: float | None = None,
+        whole: bool = False,
+        example: str,
+    ) -> None:
+        self.what, self.unit, self.example = what, unit, example
+        self.above, self.at_least, self.at_most, self.whole = above, at_least, at_most, whole
+        self.name = "integer" if whole else "number"
+
+    def _range(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        if self.at_least is not None and self.at_most is not None:
+            return f"from {self.at_least:g} to {self.at_most:g}{unit}"
+        if self.above is not None:
+            return f"more than {self.above:g}{unit}"
+        if self.at_least is not None:
+            return f"{self.at_least:g}{unit} or more"
+        return f"a number of {self.unit}" if self.unit else "a number"
+
+    def _refuse(self, shown: str, why: str, param: click.Parameter | None, ctx: Any) -> NoReturn:
+        option = param.opts[0] if param is not None and param.opts else ""
+        must = f"a whole number, {self._range()}" if self.whole else self._range()
+        self.fail(
+            f"{shown} {why}: {self.what} must be {must}; for example {option} {self.example}",
+            param,
+            ctx,
+        )
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number: float = value
+        else:
+            text = str(value).strip()
+            try:
+                number = int(text) if self.whole else float(text)
+            except ValueError:
+                is_float = self.whole and _is_float(text)
+                self._refuse(
+                    repr(str(value)),
+                    "is not a whole number" if is_float else "is not a number",
+                    param,
+                    ctx,
+                )
+        if not math.isfinite(number):
+            self._refuse(repr(str(value)), "is not a finite number", param, ctx)
+        too_low = (self.above is not None and number <= self.above) or (
+            self.at_least is not None and number < self.at_least
+        )
+        if too_low:
+            self._refuse(f"{number:g}", "is too small", param, ctx)
+        if self.at_most is not None and number > self.at_most:
+            self._refuse(f"{number:g}", "is too large", param, ctx)
+        return int(number) if self.whole else float(number)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class Instant(click.ParamType):
+    """A moment with its UTC offset (RFC 3339), so 'now' in every rep's zone is unambiguous."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        try:
+            moment = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            self.fail(
+                f"{text!r} is not a time: write it RFC 3339 with its UTC offset, for example "
+                "2026-12-01T15:00:00Z or 2026-12-01T16:00:00+01:00",
+                param,
+                ctx,
+            )
+        if moment.tzinfo is None:
+            self.fail(
+                f"{text!r} has no UTC offset, so it names a different moment in every time "
+                f"zone: add one, for example {text}Z or {text}+01:00",
+                param,
+                ctx,
+            )
+        return moment
+
+
+def _new_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An output file: its directory must exist (the file itself is written or replaced)."""
+    if value is not None and not value.parent.is_dir():
+        raise click.BadParameter(
+            f"cannot write {value}: the directory {value.parent} does not exist", ctx, param
+        )
+    return value
+
+
+def _config_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if ctx.resilient_parsing:  # shell completion: nothing is loaded
+        return None
+    return _load(value)
+
+
 config_option = click.option(
     "--config",
-    "config_dir",
-    type=click.Path(file_okay=False),
+    "config",
+    type=click.Path(exists=True, file_okay=False),
     default=None,
+    is_eager=True,
+    callback=_config_callback,
     help="Config directory (default: $LEADROUTER_CONFIG_DIR or the bundled config/).",
 )
 
 
+def _broker(config: Config) -> None:
+    """Refuse in one line, before any client is built, when no broker is configured."""
+    from workers.connection import NoBroker, bootstrap
+
+    try:
+        bootstrap(config.settings)
+    except NoBroker as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+RATE = Quantity("the rate", "events per second", above=0, example="200")
+
+
+# --------------------------------------------------------------------------- commands
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """leadrouter: route qualified marketing leads to sales queues on Kafka."""
@@ -62,15 +204,9 @@ def main() -> None:
 
 @main.command()
 @config_option
-def worker(config_dir: str | None) -> None:
+def worker(config: Config) -> None:
     """Run the stream worker (needs KAFKA_BOOTSTRAP_SERVERS or kafka.bootstrap_servers)."""
-    from workers.connection import NoBroker, bootstrap
-
-    config = _load(config_dir)
-    try:
-        bootstrap(config.settings)
-    except NoBroker as exc:
-        raise click.ClickException(str(exc)) from None
+    _broker(config)
     from workers.runtime.worker import Worker
 
     sys.exit(Worker(config).run())
@@ -83,9 +219,9 @@ def topics() -> None:
 
 @topics.command("apply")
 @config_option
-def topics_apply(config_dir: str | None) -> None:
+def topics_apply(config: Config) -> None:
     """Create every topic idempotently and correct partitions and configs."""
-    config = _load(config_dir)
+    _broker(config)
     from workers import admin
 
     done = admin.apply(config)
@@ -96,9 +232,9 @@ def topics_apply(config_dir: str | None) -> None:
 
 @topics.command("check")
 @config_option
-def topics_check(config_dir: str | None) -> None:
+def topics_check(config: Config) -> None:
     """Report drift between the broker and the catalogue; exit 1 if there is any."""
-    config = _load(config_dir)
+    _broker(config)
     from workers import admin
 
     problems = admin.drift(config)
@@ -112,11 +248,11 @@ def topics_check(config_dir: str | None) -> None:
 
 @main.group("config")
 def config_group() -> None:
-    """Validate configuration."""
+    """Validate configuration, and show the routing as a person reads it."""
 
 
 @config_group.command("check")
-@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False))
 def config_check(directory: str | None) -> None:
     """Validate settings, scoring, routing and reps; print every problem with file and path."""
     try:
@@ -124,7 +260,7 @@ def config_check(directory: str | None) -> None:
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
-        click.echo(f"{len(exc.problems)} problems", err=True)
+        click.echo(exc.count, err=True)
         sys.exit(1)
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -134,35 +270,83 @@ def config_check(directory: str | None) -> None:
     )
 
 
+@config_group.command("show")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    callback=_new_file,
+    help="Also draw the routing as a flow in this self-contained HTML file.",
+)
+@click.option(
+    "--at",
+    "at",
+    type=Instant(),
+    default=None,
+    help="Who is in office at this moment (RFC 3339, e.g. 2026-12-01T15:00:00Z); default now.",
+)
+@config_option
+def config_show(config: Config, html_file: Path | None, at: datetime | None) -> None:
+    """The routing in words: rules in order, queues, reps, their hours and who is in now."""
+    from workers.routing_view import build_view, render_html, render_text
+
+    view = build_view(config, at or datetime.now(UTC))
+    click.echo(render_text(view), nl=False)
+    if html_file is not None:
+        html_file.write_text(render_html(view), encoding="utf-8")
+        click.echo(f"wrote {html_file}", err=True)
+
+
 @main.group()
 def accounts() -> None:
     """Reference accounts (firmographics and owners)."""
 
 
 @accounts.command("load")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "file",
+    metavar="FILE.csv",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+)
 @config_option
-def accounts_load(file: Path, config_dir: str | None) -> None:
+def accounts_load(file: Path, config: Config) -> None:
     """Publish accounts from a CSV (domain,name,employees,industry,country,owner)."""
-    config = _load(config_dir)
     from workers import admin
 
     try:
         rows = admin.read_accounts(file)
     except admin.AccountFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint="'FILE.csv'") from None
+    _broker(config)
     admin.ensure_topics(config)
     click.echo(f"loaded {admin.load_accounts(config, rows)} accounts")
 
 
 @main.command()
-@click.option("--rate", type=float, default=200.0, show_default=True, help="Events per second.")
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds to run.")
-@click.option("--seed", type=int, default=None, help="Seed for a repeatable run.")
-@click.option("--malformed", type=float, default=0.01, show_default=True, help="Share broken.")
+@click.option("--rate", type=RATE, default=200.0, show_default=True, help="Events per second.")
+@click.option(
+    "--duration",
+    type=Quantity("the duration", "seconds", above=0, example="60"),
+    default=60.0,
+    show_default=True,
+    help="Seconds to run.",
+)
+@click.option(
+    "--seed",
+    type=Quantity("the seed", at_least=0, whole=True, example="7"),
+    default=None,
+    help="Seed for a repeatable run.",
+)
+@click.option(
+    "--malformed",
+    type=Quantity("the share of broken events", at_least=0, at_most=1, example="0.01"),
+    default=0.01,
+    show_default=True,
+    help="Share broken (0 to 1).",
+)
 @click.option(
     "--sales-delay-scale",
-    type=float,
+    type=Quantity("the sales delay scale", at_least=0, example="0.01"),
     default=1.0,
     show_default=True,
     help="Multiply simulated sales reaction times (e.g. 0.01 for a quick demo).",
@@ -174,16 +358,10 @@ def simulate(
     seed: int | None,
     malformed: float,
     sales_delay_scale: float,
-    config_dir: str | None,
+    config: Config,
 ) -> None:
     """Send realistic marketing and sales traffic to the configured broker."""
-    from workers.connection import NoBroker, bootstrap
-
-    config = _load(config_dir)
-    try:
-        bootstrap(config.settings)
-    except NoBroker as exc:
-        raise click.ClickException(str(exc)) from None
+    _broker(config)
     from workers.simulate import run_simulation
 
     stats = run_simulation(
@@ -198,15 +376,28 @@ def simulate(
 
 
 @main.command()
-@click.option("--rate", type=float, default=100.0, show_default=True, help="Events per second.")
 @click.option(
-    "--duration", type=float, default=None, help="Stop after N seconds (default: Ctrl-C)."
+    "--rate",
+    type=Quantity("the rate", "events per second", above=0, example="100"),
+    default=100.0,
+    show_default=True,
+    help="Events per second.",
 )
-@click.option("--seed", type=int, default=None, help="Seed for the simulated traffic.")
+@click.option(
+    "--duration",
+    type=Quantity("the duration", "seconds", above=0, example="60"),
+    default=None,
+    help="Stop after N seconds (default: Ctrl-C).",
+)
+@click.option(
+    "--seed",
+    type=Quantity("the seed", at_least=0, whole=True, example="7"),
+    default=None,
+    help="Seed for the simulated traffic.",
+)
 @config_option
-def demo(rate: float, duration: float | None, seed: int | None, config_dir: str | None) -> None:
+def demo(rate: float, duration: float | None, seed: int | None, config: Config) -> None:
     """Everything on one machine: broker, topics, worker, simulator, live summary, metrics."""
-    config = _load(config_dir)
     from workers.demo import run_demo
 
     sys.exit(run_demo(config, rate=rate, duration=duration, seed=seed))

@@ -7,13 +7,17 @@ config file can construct an object, and nothing in config is evaluated as code.
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import re
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, time
+from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import re2
 import yaml
@@ -139,7 +143,10 @@ class Grades(Strict):
     @model_validator(mode="after")
     def _descending(self) -> Grades:
         if not self.A >= self.B >= self.C:
-            raise ValueError("grade thresholds must satisfy A >= B >= C")
+            raise ValueError(
+                f"the grade thresholds must go down from A to C (A >= B >= C), got "
+                f"A {self.A:g}, B {self.B:g}, C {self.C:g}"
+            )
         return self
 
 
@@ -170,30 +177,53 @@ class Condition(Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @field_validator("matches")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if len(value) > MAX_PATTERN_LENGTH:
+            raise ValueError(
+                f"the pattern is {len(value)} characters long, more than {MAX_PATTERN_LENGTH}"
+            )
+        try:
+            compile_pattern(value)
+        except Exception as exc:  # re2 raises its own error type, with a bytes message
+            reason = exc.args[0] if exc.args else exc
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            reason = str(reason).split(":")[0].strip() or "not a pattern"
+            raise ValueError(f"invalid pattern {value!r}: {reason}") from None
+        return value
+
     @model_validator(mode="after")
     def _one_operator(self) -> Condition:
+        names = {"in_": "in", "not_": "not"}
         field_ops = [
-            k
+            names.get(k, k)
             for k in ("eq", "in_", "not_in", "gte", "lte", "exists", "matches")
             if getattr(self, k) is not None or (k == "eq" and "eq" in self.model_fields_set)
         ]
-        combinators = [k for k in ("all", "any", "not_", "always") if getattr(self, k) is not None]
+        combinators = [
+            names.get(k, k)
+            for k in ("all", "any", "not_", "always")
+            if getattr(self, k) is not None
+        ]
+        found = field_ops + combinators
+        has = f"this one has {' and '.join(found)}" if found else "this one has none"
         if self.field is not None:
             if combinators or len(field_ops) != 1:
                 raise ValueError(
-                    "a field test needs exactly one of eq, in, not_in, gte, lte, exists, matches"
+                    f"the test of field {self.field!r} needs exactly one of eq, in, not_in, "
+                    f"gte, lte, exists or matches; {has}"
                 )
-        elif field_ops or len(combinators) != 1:
+        elif field_ops:
+            verb = "needs" if len(field_ops) == 1 else "need"
+            raise ValueError(f"{' and '.join(field_ops)} {verb} a field to test: add field")
+        elif len(combinators) != 1:
             raise ValueError(
-                "a condition needs `field` with one test, or one of all/any/not/always"
+                f"a condition needs a field with one test, or one of all, any, not or always; {has}"
             )
-        if self.matches is not None:
-            if len(self.matches) > MAX_PATTERN_LENGTH:
-                raise ValueError(f"pattern longer than {MAX_PATTERN_LENGTH} characters")
-            try:
-                compile_pattern(self.matches)
-            except Exception as exc:  # re2 raises its own error type
-                raise ValueError(f"invalid pattern: {exc}") from None
         return self
 
 
@@ -221,15 +251,56 @@ class Routing(Strict):
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+_CLOCK = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")
+
+
+def _clock_time(value: Any) -> Any:
+    """A wall-clock time written HH:MM. YAML 1.1 reads an unquoted 9:00 as the number 540
+    (base 60), which the validation library would take as seconds past midnight UTC; so only
+    text (or a time) is accepted, and the number case is explained."""
+    if isinstance(value, time):
+        if value.tzinfo is not None:
+            raise ValueError(f"{value.isoformat()} has a UTC offset: the rep's time zone applies")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        hours, minutes = divmod(value, 60)
+        raise ValueError(
+            f"got the number {value}: an unquoted {hours}:{minutes:02d} is a number in YAML; "
+            f'write the time in quotes, "{hours:02d}:{minutes:02d}"'
+        )
+    if isinstance(value, str) and (found := _CLOCK.fullmatch(value.strip())):
+        hour, minute, second = found.groups()
+        return time(int(hour), int(minute), int(second or 0))
+    shown = f"{value!r}" if isinstance(value, str) else _shown(value)
+    raise ValueError(f"{shown} is not a time of day written HH:MM (00:00 to 23:59)")
+
+
+def _calendar_date(value: Any) -> Any:
+    """A date written YYYY-MM-DD. A number is refused: it would be read as a Unix time."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date written YYYY-MM-DD") from None
+    raise ValueError(f"{_shown(value)} is not a date written YYYY-MM-DD")
+
+
 class WorkingHours(Strict):
     start: time
     end: time
     days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = WEEKDAYS[:5]
 
+    _times = field_validator("start", "end", mode="before")(_clock_time)
+
     @model_validator(mode="after")
     def _ordered(self) -> WorkingHours:
         if self.start >= self.end:
-            raise ValueError("start must be before end")
+            raise ValueError(
+                f"the working day must start before it ends, got {self.start:%H:%M} to "
+                f"{self.end:%H:%M} (a shift past midnight is not supported)"
+            )
         return self
 
 
@@ -238,6 +309,17 @@ class Absence(Strict):
     end: date = Field(alias="to")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    _dates = field_validator("start", "end", mode="before")(_calendar_date)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Absence:
+        if self.start > self.end:
+            raise ValueError(
+                f"the absence must end on or after its first day, got from "
+                f"{self.start.isoformat()} to {self.end.isoformat()}"
+            )
+        return self
 
 
 class Rep(Strict):
@@ -254,7 +336,9 @@ class Rep(Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+            close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown time zone {value!r}{hint}") from None
         return value
 
 
@@ -289,6 +373,576 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
+    @property
+    def count(self) -> str:
+        """'1 problem', '3 problems': for the summary line under the list."""
+        return count_of(len(self.problems), "problem")
+
+
+def count_of(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# --------------------------------------------------------------------------- messages
+# Every problem the validator can raise is told in the operator's words: the file, the path
+# inside it, what was found, what was expected there and an example of a valid value (from
+# the bundled config/*.yaml where it has one). The validation library's own messages are
+# never shown: they speak of its types ("a valid tuple"), not of queues and reps.
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What belongs at one place in a config file, and a valid example written as YAML."""
+
+    expected: str
+    example: str
+
+
+def _h(expected: str, example: str) -> Hint:
+    return Hint(expected, example)
+
+
+# Keyed by site: "Model.key" for a model's key (as written in the file), then "<key>" for the
+# keys of a mapping, "*" for its values and "[]" for a list's items. A site whose value is a
+# model falls back to the model's own entry. tests/unit/test_config_messages.py holds that
+# every site has a hint and that every example is valid (and the bundled value where the
+# bundled files set one).
+HINTS: dict[str, Hint] = {
+    # settings.yaml
+    "Settings": _h("the worker settings", "log_level: INFO"),
+    "KafkaSettings": _h(
+        "the broker connection (kafka)",
+        "kafka: {security_protocol: PLAINTEXT, group_id: leadrouter, partitions: 6}",
+    ),
+    "KafkaSettings.bootstrap_servers": _h(
+        "the broker addresses, host:port separated by commas (unset: `leadrouter demo` starts "
+        "a broker of its own)",
+        "bootstrap_servers: kafka-1:9092,kafka-2:9092",
+    ),
+    "KafkaSettings.security_protocol": _h(
+        "how the worker connects to the broker", "security_protocol: PLAINTEXT"
+    ),
+    "KafkaSettings.sasl_mechanism": _h(
+        "the SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)", "sasl_mechanism: SCRAM-SHA-512"
+    ),
+    "KafkaSettings.sasl_username": _h("the SASL user name, as text", "sasl_username: leadrouter"),
+    "KafkaSettings.sasl_password": _h(
+        "the SASL password, as text (better set by LEADROUTER_KAFKA_SASL_PASSWORD)",
+        "sasl_password: change-me",
+    ),
+    "KafkaSettings.ssl_cafile": _h(
+        "the path of the CA certificate file (PEM)", "ssl_cafile: /etc/leadrouter/ca.pem"
+    ),
+    "KafkaSettings.ssl_certfile": _h(
+        "the path of the client certificate file (PEM)",
+        "ssl_certfile: /etc/leadrouter/client.pem",
+    ),
+    "KafkaSettings.ssl_keyfile": _h(
+        "the path of the client key file (PEM)", "ssl_keyfile: /etc/leadrouter/client.key"
+    ),
+    "KafkaSettings.topic_prefix": _h(
+        "text put in front of every topic name (empty for none)", "topic_prefix: staging."
+    ),
+    "KafkaSettings.group_id": _h(
+        "the consumer group the workers share, as text", "group_id: leadrouter"
+    ),
+    "KafkaSettings.processing_guarantee": _h(
+        "the delivery guarantee (auto: exactly_once where the broker has transactions)",
+        "processing_guarantee: auto",
+    ),
+    "KafkaSettings.partitions": _h(
+        "the partitions of each topic leadrouter creates, a whole number", "partitions: 6"
+    ),
+    "KafkaSettings.replication_factor": _h(
+        "the copies of each partition the brokers keep, a whole number", "replication_factor: 1"
+    ),
+    "MetricsSettings": _h("the metrics endpoint", "metrics: {host: 127.0.0.1, port: 9464}"),
+    "MetricsSettings.host": _h("the address the metrics endpoint listens on", "host: 127.0.0.1"),
+    "MetricsSettings.port": _h(
+        "the port of the metrics endpoint (0: any free port), a whole number", "port: 9464"
+    ),
+    "MetricsSettings.campaigns": _h(
+        "the list of campaigns kept as metric labels (any other is reported as other)",
+        "campaigns: [spring-launch, q4-webinar-series, brand-search]",
+    ),
+    "MetricsSettings.campaigns[]": _h("a campaign name, as text", "- spring-launch"),
+    "MetricsSettings.sources": _h(
+        "the list of sources kept as metric labels (any other is reported as other)",
+        "sources: [google, linkedin, meta]",
+    ),
+    "MetricsSettings.sources[]": _h("a source name, as text", "- google"),
+    "IngestSettings": _h(
+        "the input limits (ingest)", "ingest: {max_event_bytes: 65536, batch_size: 2000}"
+    ),
+    "IngestSettings.max_event_bytes": _h(
+        "the size of the largest event accepted (a larger one is dead-lettered), in bytes, "
+        "a whole number",
+        "max_event_bytes: 65536",
+    ),
+    "IngestSettings.batch_size": _h(
+        "the most records a worker handles in one batch, a whole number", "batch_size: 2000"
+    ),
+    "StoreSettings": _h("where a worker keeps its state (store)", "store: {kind: rocksdb}"),
+    "StoreSettings.kind": _h("where lead state is kept", "kind: rocksdb"),
+    "StoreSettings.data_dir": _h("the directory of the local state, as text", "data_dir: .data"),
+    "ConsentSettings": _h(
+        "the consent rules (consent)", "consent: {required_countries: [DE, AT, FR]}"
+    ),
+    "ConsentSettings.required_countries": _h(
+        "the list of countries (ISO 3166-1 alpha-2 codes) whose leads need marketing consent "
+        "to be routed",
+        "required_countries: [DE, AT, FR]",
+    ),
+    "ConsentSettings.required_countries[]": _h(
+        "a country code (ISO 3166-1 alpha-2), as text", "- DE"
+    ),
+    "RegionSettings": _h(
+        "the region exceptions (regions)", "regions: {overrides: {AE: EMEA, TR: EMEA}}"
+    ),
+    "RegionSettings.overrides": _h(
+        "a mapping from country code to region, for countries whose time-zone area is not "
+        "their region",
+        "overrides: {AE: EMEA, TR: EMEA}",
+    ),
+    "RegionSettings.overrides<key>": _h("a country code (ISO 3166-1 alpha-2)", "AE: EMEA"),
+    "RegionSettings.overrides*": _h("a region name (AMER, EMEA or APAC), as text", "AE: EMEA"),
+    "Settings.competitor_domains": _h(
+        "the list of competitors' e-mail domains (their leads are never routed)",
+        "competitor_domains: [rivalrouter.com, leadflow-competitor.io]",
+    ),
+    "Settings.competitor_domains[]": _h("a domain name, as text", "- rivalrouter.com"),
+    "Settings.fast_lane_forms": _h(
+        "the list of form ids that route a lead at once, whatever its score",
+        "fast_lane_forms: [demo-request, contact-sales]",
+    ),
+    "Settings.fast_lane_forms[]": _h("a form id, as text", "- demo-request"),
+    "Settings.fast_lane_email_types": _h(
+        "the list of e-mail event types that route a lead at once", "fast_lane_email_types: [reply]"
+    ),
+    "Settings.fast_lane_email_types[]": _h(
+        "an e-mail event type (delivered, open, click, reply, bounce, unsubscribe, spam_complaint)",
+        "- reply",
+    ),
+    "Settings.recycle_after_days": _h(
+        "the days after which an idle routed lead may be routed again, a number",
+        "recycle_after_days: 30",
+    ),
+    "Settings.dedupe_window": _h(
+        "how many recent event ids each lead remembers to drop repeats, a whole number",
+        "dedupe_window: 32",
+    ),
+    "Settings.instance_id": _h(
+        "a name for this worker that stays the same across restarts, as text (unset: the host "
+        "name and data directory)",
+        "instance_id: worker-1",
+    ),
+    "Settings.log_level": _h("how much the worker logs", "log_level: INFO"),
+    # scoring.yaml
+    "Scoring": _h("the scoring settings", "mql_threshold: 60"),
+    "Scoring.mql_threshold": _h(
+        "the score at which a lead becomes marketing-qualified and is routed, a number",
+        "mql_threshold: 60",
+    ),
+    "Grades": _h(
+        "the grade thresholds (the lowest score of grades A, B and C)",
+        "grades: {A: 80, B: 60, C: 35}",
+    ),
+    "Grades.A": _h("the lowest score of grade A, a number", "A: 80"),
+    "Grades.B": _h("the lowest score of grade B, a number", "B: 60"),
+    "Grades.C": _h("the lowest score of grade C, a number", "C: 35"),
+    "FitRules": _h("the fit points (who the lead is)", "fit: {free_mail: -15, known_account: 10}"),
+    "FitRules.seniority": _h(
+        "a mapping from seniority level to points", "seniority: {c_level: 25, vp: 20}"
+    ),
+    "FitRules.seniority<key>": _h("a seniority level, as text", "vp: 20"),
+    "FitRules.seniority*": _h("the points of that seniority level, a number", "vp: 20"),
+    "FitRules.employees": _h(
+        "a list of company-size bands, largest first, each the fewest employees (gte) and its "
+        "points",
+        "employees: [{gte: 5000, points: 20}, {gte: 1000, points: 15}]",
+    ),
+    "SizeBand": _h(
+        "a company-size band (the fewest employees, gte, and its points)",
+        "- {gte: 1000, points: 15}",
+    ),
+    "SizeBand.gte": _h("the fewest employees in the band, a whole number", "gte: 1000"),
+    "SizeBand.points": _h("the points of the band, a number", "points: 15"),
+    "FitRules.industry": _h(
+        "a mapping from industry to points", "industry: {software: 10, financial_services: 8}"
+    ),
+    "FitRules.industry<key>": _h("an industry name, as text", "software: 10"),
+    "FitRules.industry*": _h("the points of that industry, a number", "software: 10"),
+    "FitRules.country": _h("a mapping from country code to points", "country: {US: 5, DE: 5}"),
+    "FitRules.country<key>": _h("a country code (ISO 3166-1 alpha-2)", "US: 5"),
+    "FitRules.country*": _h("the points of that country, a number", "US: 5"),
+    "FitRules.free_mail": _h(
+        "the points of a free-mail address (usually negative), a number", "free_mail: -15"
+    ),
+    "FitRules.known_account": _h(
+        "the points of a lead from a known account, a number", "known_account: 10"
+    ),
+    "EngagementRules": _h(
+        "the engagement points (what the lead did)",
+        "engagement: {half_life_days: 14, ad_click: 3}",
+    ),
+    "EngagementRules.half_life_days": _h(
+        "the days after which a touch counts half, a number", "half_life_days: 14"
+    ),
+    "EngagementRules.forms": _h(
+        "a mapping from form id to points", "forms: {demo-request: 45, webinar: 15}"
+    ),
+    "EngagementRules.forms<key>": _h("a form id, as text", "demo-request: 45"),
+    "EngagementRules.forms*": _h("the points of that form, a number", "demo-request: 45"),
+    "EngagementRules.form_default": _h("the points of any other form, a number", "form_default: 5"),
+    "EngagementRules.email": _h(
+        "a mapping from e-mail event type to points", "email: {click: 5, reply: 25}"
+    ),
+    "EngagementRules.email<key>": _h("an e-mail event type, as text", "reply: 25"),
+    "EngagementRules.email*": _h("the points of that e-mail event, a number", "reply: 25"),
+    "EngagementRules.ad_click": _h("the points of an ad click, a number", "ad_click: 3"),
+    "Scoring.seniority_keywords": _h(
+        "a mapping from seniority level to its job-title keywords (whole words; the first "
+        "level that matches wins)",
+        "seniority_keywords: {vp: [vp, svp, evp, vice president]}",
+    ),
+    "Scoring.seniority_keywords<key>": _h(
+        "a seniority level, as text", "vp: [vp, svp, evp, vice president]"
+    ),
+    "Scoring.seniority_keywords*": _h(
+        "the list of job-title keywords of that level", "vp: [vp, svp, evp, vice president]"
+    ),
+    "Scoring.seniority_keywords*[]": _h("a job-title keyword, as text", "- vice president"),
+    # routing.yaml
+    "Routing": _h("the routing settings", "default_queue: smb"),
+    "Routing.account_owner_precedence": _h(
+        "whether a lead whose account has an owner goes to the owner's queue first, true or false",
+        "account_owner_precedence: true",
+    ),
+    "Routing.fairness_window_hours": _h(
+        "the hours over which a weighted queue counts each rep's leads, a number",
+        "fairness_window_hours: 24",
+    ),
+    "Routing.queues": _h(
+        "a mapping from queue name to its strategy, SLA and reps",
+        "queues: {smb: {strategy: round_robin, sla_minutes: 1440, reps: [noah.brown, "
+        "olivia.davis]}}",
+    ),
+    "Routing.queues<key>": _h(
+        "a queue name (it names the topic leads.routed.<queue>): lower-case letters, digits "
+        "and -, starting with a letter or digit, at most 63 characters",
+        "enterprise-emea: {strategy: weighted, sla_minutes: 60, reps: [greta.schmidt, "
+        "hugo.dubois]}",
+    ),
+    "Queue": _h(
+        "a queue (its strategy, SLA and reps)",
+        "smb: {strategy: round_robin, sla_minutes: 1440, reps: [noah.brown, olivia.davis]}",
+    ),
+    "Queue.strategy": _h("how the queue picks a rep", "strategy: round_robin"),
+    "Queue.sla_minutes": _h(
+        "the minutes a rep has to first contact a lead before the SLA is breached, a number",
+        "sla_minutes: 60",
+    ),
+    "Queue.reps": _h(
+        "the list of the ids (from reps.yaml) of the reps who take this queue's leads",
+        "reps: [noah.brown, olivia.davis]",
+    ),
+    "Queue.reps[]": _h("a rep id from reps.yaml", "- noah.brown"),
+    "Routing.rules": _h(
+        "a list of rules, tried in order (the first that holds chooses the queue), each with "
+        "a name, a condition (when) and a queue",
+        "rules: [{name: fast-lane, when: {field: trigger, eq: fast_lane}, queue: fast-lane}]",
+    ),
+    "Rule": _h(
+        "a rule (its name, the condition when that must hold, and the queue it chooses)",
+        "- {name: fast-lane, when: {field: trigger, eq: fast_lane}, queue: fast-lane}",
+    ),
+    "Rule.name": _h(
+        "a rule name: lower-case letters, digits, - and _, starting with a letter or digit, "
+        "at most 63 characters",
+        "name: enterprise-emea",
+    ),
+    "Rule.queue": _h("the name of a queue defined under queues", "queue: enterprise-emea"),
+    "Routing.default_queue": _h(
+        "the queue of a lead that no rule matches, the name of a queue defined under queues",
+        "default_queue: smb",
+    ),
+    "Condition": _h(
+        "a condition (a field with one test: eq, in, not_in, gte, lte, exists or matches; or "
+        "one of all, any, not, always)",
+        "when: {field: region, eq: EMEA}",
+    ),
+    "Condition.field": _h(
+        "the lead field to test (such as trigger, region, seniority, score or "
+        "company.employees), as text",
+        "field: region",
+    ),
+    "Condition.in": _h("the list of values the field may have", "in: [c_level, vp, director]"),
+    "Condition.not_in": _h(
+        "the list of values the field must not have", "not_in: [education, retail]"
+    ),
+    "Condition.gte": _h("the smallest value that passes, a number", "gte: 1000"),
+    "Condition.lte": _h("the largest value that passes, a number", "lte: 50"),
+    "Condition.exists": _h("true (the field has a value) or false (it has none)", "exists: true"),
+    "Condition.matches": _h(
+        f"a pattern (RE2 syntax) found in the field's text, at most {MAX_PATTERN_LENGTH} "
+        "characters",
+        r"matches: '^[a-z0-9.-]+\.(com|io|co|net|org)$'",
+    ),
+    "Condition.all": _h(
+        "a list of conditions that must all hold",
+        "all: [{field: company.employees, gte: 1000}, {field: region, eq: EMEA}]",
+    ),
+    "Condition.any": _h(
+        "a list of conditions of which one must hold",
+        "any: [{field: region, eq: EMEA}, {field: region, eq: APAC}]",
+    ),
+    "Condition.not": _h("a condition that must not hold", "not: {field: free_mail, eq: true}"),
+    "Condition.always": _h("true: the rule always holds (a catch-all)", "always: true"),
+    # reps.yaml
+    "Reps": _h(
+        "the sales reps (reps)", "reps: {ana.silva: {name: Ana Silva, timezone: America/Sao_Paulo}}"
+    ),
+    "Reps.reps": _h(
+        "a mapping from rep id to the rep's name, time zone, hours and capacity",
+        "reps: {ana.silva: {name: Ana Silva, timezone: America/Sao_Paulo}}",
+    ),
+    "Reps.reps<key>": _h(
+        "a rep id: letters, digits, ., _ and -, at most 64 characters",
+        "ana.silva: {name: Ana Silva, timezone: America/Sao_Paulo}",
+    ),
+    "Rep": _h(
+        "a rep (name and time zone; optionally weight, daily capacity, working hours and "
+        "out-of-office dates)",
+        "ana.silva: {name: Ana Silva, timezone: America/Sao_Paulo, weight: 1, daily_capacity: 80}",
+    ),
+    "Rep.name": _h("the rep's name as people read it, as text", "name: Ana Silva"),
+    "Rep.timezone": _h("the rep's time zone, an IANA name", "timezone: America/Sao_Paulo"),
+    "Rep.weight": _h(
+        "the rep's share of a weighted queue's leads, relative to the others, a number",
+        "weight: 2",
+    ),
+    "Rep.daily_capacity": _h(
+        "the most leads the rep takes in a day (their own day), a whole number",
+        "daily_capacity: 80",
+    ),
+    "WorkingHours": _h(
+        "the working hours in the rep's time zone (start, end, days)",
+        "working_hours: {start: '08:00', end: '18:00', days: [mon, tue, wed, thu, fri]}",
+    ),
+    "WorkingHours.start": _h(
+        "the time the working day starts in the rep's time zone, HH:MM in quotes",
+        "start: '08:00'",
+    ),
+    "WorkingHours.end": _h(
+        "the time the working day ends in the rep's time zone, HH:MM in quotes", "end: '18:00'"
+    ),
+    "WorkingHours.days": _h("the list of working days", "days: [mon, tue, wed, thu, fri]"),
+    "WorkingHours.days[]": _h("a working day", "- mon"),
+    "Rep.out_of_office": _h(
+        "a list of absences, each from a date to a date (both included, in the rep's time zone)",
+        "out_of_office: [{from: '2026-12-21', to: '2027-01-03'}]",
+    ),
+    "Absence": _h(
+        "an absence (from and to, both included)", "- {from: '2026-12-21', to: '2027-01-03'}"
+    ),
+    "Absence.from": _h("the first day out of office, a date YYYY-MM-DD", "from: '2026-12-21'"),
+    "Absence.to": _h("the last day out of office, a date YYYY-MM-DD", "to: '2027-01-03'"),
+}
+
+# The model of each file, in the order they are read and reported.
+FILE_MODELS: dict[str, type[BaseModel]] = dict(
+    zip(CONFIG_FILES, (Settings, Scoring, Routing, Reps), strict=True)
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One place in a config file's shape: its hint key, the type expected and, for a model's
+    own key, its field (whose bounds the message states)."""
+
+    key: str
+    type: Any
+    field: Any = None
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            kinds = [a for a in get_args(tp) if a is not type(None)]
+            if len(kinds) != 1:
+                return tp
+            tp = kinds[0]
+        else:
+            return tp
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def model_keys(model: type[BaseModel]) -> dict[str, str]:
+    """The keys a model takes as written in a file (aliases such as `in`, `not`, `from`)."""
+    return {(f.alias or name): name for name, f in model.model_fields.items()}
+
+
+def site_of(model: type[BaseModel], loc: tuple[int | str, ...]) -> Site | None:
+    """Where `loc` (a path as the validator reports it) lands in `model`'s shape."""
+    tp: Any = model
+    key, field = model.__name__, None
+    i = 0
+    while i < len(loc):
+        part, tp = loc[i], _unwrap(tp)
+        if _is_model(tp):
+            name = model_keys(tp).get(str(part))
+            if name is None:
+                return None
+            field = tp.model_fields[name]
+            key, tp = f"{tp.__name__}.{field.alias or name}", field.annotation
+        elif get_origin(tp) is dict:
+            key_type, value_type = get_args(tp)
+            field = None
+            if i + 1 < len(loc) and loc[i + 1] == "[key]":
+                key, tp, i = key + "<key>", key_type, i + 1
+            else:
+                key, tp = key + "*", value_type
+        elif get_origin(tp) is tuple:
+            key, tp, field = key + "[]", get_args(tp)[0], None
+        else:
+            return None
+        i += 1
+    return Site(key, _unwrap(tp), field)
+
+
+def hint_for(site: Site | None) -> Hint | None:
+    if site is None:
+        return None
+    hint = HINTS.get(site.key)
+    if hint is None and _is_model(site.type):
+        hint = HINTS.get(site.type.__name__)
+    return hint
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _words(items: list[str], last: str = "or") -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {last} {items[-1]}"
+
+
+def _bounds(field: Any) -> str:
+    """The range a numeric key allows, in words: 'from 1 to 1024', 'above 0'."""
+    if field is None:
+        return ""
+    n: dict[str, str] = {}
+    for item in field.metadata:
+        for name in ("gt", "ge", "lt", "le"):
+            if getattr(item, name, None) is not None:
+                n[name] = _number(getattr(item, name))
+    if "ge" in n and "le" in n:
+        return f" from {n['ge']} to {n['le']}"
+    words = {"gt": "above {}", "ge": "of {} or more", "lt": "below {}", "le": "at most {}"}
+    parts = [words[name].format(n[name]) for name in ("gt", "ge", "lt", "le") if name in n]
+    return " " + " and ".join(parts) if parts else ""
+
+
+def _choices(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return f": one of {_words([str(c) for c in get_args(tp)])}"
+    return ""
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as the operator wrote it (YAML), shortened."""
+    if value is None:
+        text = "an empty value"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float) and not math.isfinite(value):
+        text = str(value)
+    elif isinstance(value, int | float):
+        text = _number(value)
+    elif isinstance(value, str):
+        text = repr(value)
+    else:
+        flow = yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+        flow = flow.removesuffix("...").strip()
+        kind = "the list" if isinstance(value, list | tuple) else "the mapping"
+        text = f"{kind} {flow}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _example_value(hint: Hint) -> Any:
+    """The value in a hint's example (the example is `key: value` or `- value`)."""
+    data = yaml.safe_load(hint.example)
+    if isinstance(data, list):
+        return data[0]
+    return next(iter(data.values()))
+
+
+def _phrase(problem: str, hint: Hint | None, more: str = "", example: str | None = None) -> str:
+    hint = hint or Hint("a value like the one the bundled file has here", "see config/")
+    return (
+        f"{problem.rstrip('.')}. Expected {hint.expected}{more}; "
+        f"for example: {example or hint.example}"
+    )
+
+
+def explain_error(
+    model: type[BaseModel],
+    error: Mapping[str, Any],
+    env_sources: Mapping[tuple[str, ...], str] | None = None,
+) -> tuple[str, str]:
+    """(path, message) for one of the validator's errors, in the operator's words."""
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    kind, value = error["type"], error.get("input")
+    shown_loc = tuple(p for p in loc if p != "[key]")
+    path = _format_loc(shown_loc)
+    if kind == "extra_forbidden":
+        parent = site_of(model, loc[:-1])
+        allowed = list(model_keys(parent.type)) if parent and _is_model(parent.type) else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        problem = f"unknown key {str(loc[-1])!r}"
+        if close:
+            problem += f" (did you mean {close[0]!r}?)"
+        hint = hint_for(parent)
+        if hint is not None and allowed:
+            hint = Hint(f"one of the keys of {hint.expected}: {_words(allowed)}", hint.example)
+        return path, _phrase(problem, hint)
+    site = site_of(model, loc)
+    hint = hint_for(site)
+    more = (_bounds(site.field) + _choices(site.type)) if site else ""
+    if kind == "missing":
+        problem = "missing"
+    elif kind == "value_error":
+        problem = str(error.get("ctx", {}).get("error", "not accepted"))
+    elif isinstance(value, float) and math.isnan(value):
+        problem = "got nan, which is not a number"
+    elif kind in ("greater_than", "greater_than_equal"):
+        problem = f"got {_shown(value)}, which is too small"
+    elif kind in ("less_than", "less_than_equal"):
+        problem = f"got {_shown(value)}, which is too large"
+    elif kind == "string_type" and isinstance(value, int | float | bool):
+        problem = f"got {_shown(value)}, not text (in quotes it would be text)"
+    elif loc and loc[-1] == "[key]":
+        problem = f"the name {_shown(value)} is not allowed"
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        problem = f"got the number {_shown(value)}"
+    else:
+        problem = f"got {_shown(value)}"
+    example = None
+    var = (env_sources or {}).get(tuple(str(p) for p in shown_loc))
+    if var is not None:
+        path = f"{path} (set by {var})"
+        if hint is not None:
+            example = f"{var}={_example_value(hint)}"
+    return path, _phrase(problem, hint, more, example)
+
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
@@ -302,43 +956,90 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _read_yaml(path: Path, problems: list[ConfigProblem]) -> dict[str, Any] | None:
+    top = HINTS[FILE_MODELS[path.name].__name__] if path.name in FILE_MODELS else None
     if not path.is_file():
-        problems.append(ConfigProblem(str(path), "", "file not found"))
+        problems.append(
+            ConfigProblem(
+                str(path),
+                "",
+                _phrase(
+                    "file not found",
+                    Hint(
+                        f"{path.name} in {path.parent}, beside the other configuration files "
+                        f"({_words(list(CONFIG_FILES), 'and')})",
+                        f"the bundled {DEFAULT_CONFIG_DIR / path.name}",
+                    ),
+                ),
+            )
+        )
         return None
+    plain = Hint("plain YAML like the bundled file's", top.example if top else "")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        problems.append(ConfigProblem(str(path), where, f"not valid YAML: {problem}"))
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            tag = re.search(r"tag '([^']*)'", problem or "")
+            named = tag.group(1).replace("tag:yaml.org,2002:", "!!") if tag else "this tag"
+            problem = f"the tag {named} would build an object, and configuration is plain data"
+            plain = Hint("text, numbers, true/false, lists and mappings only", plain.example)
+        problems.append(
+            ConfigProblem(str(path), where, _phrase(f"not valid YAML: {problem}", plain))
+        )
         return None
     except UnicodeDecodeError as exc:
-        problems.append(ConfigProblem(str(path), "", f"not UTF-8: {exc.reason}"))
+        problems.append(
+            ConfigProblem(
+                str(path),
+                "",
+                _phrase(f"not UTF-8 text ({exc.reason})", Hint("a UTF-8 text file", plain.example)),
+            )
+        )
         return None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        problems.append(ConfigProblem(str(path), "", "must be a mapping at the top level"))
+        problems.append(
+            ConfigProblem(
+                str(path),
+                "",
+                _phrase(
+                    f"the file holds {_shown(data)}, not keys and values",
+                    Hint("a mapping of keys at the top level", plain.example),
+                ),
+            )
+        )
         return None
     return data
 
 
 def _validate(
-    model: type[M], data: dict[str, Any], file: str, problems: list[ConfigProblem]
+    model: type[M],
+    data: dict[str, Any],
+    file: str,
+    problems: list[ConfigProblem],
+    env_sources: Mapping[tuple[str, ...], str] | None = None,
 ) -> M | None:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if p not in ("function-after[_one_operator()]",))
-            message = err["msg"].removeprefix("Value error, ")
-            problems.append(ConfigProblem(file, _format_loc(loc), message))
+            path, message = explain_error(model, err, env_sources)
+            problems.append(ConfigProblem(file, path, message))
         return None
 
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _some(names: list[str], most: int = 6) -> str:
+    """Names to pick from, in file order; a long list is cut with a count of the rest."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])} and {len(names) - most} more"
 
 
 def _routing_references(
@@ -347,24 +1048,56 @@ def _routing_references(
     """Names that must point somewhere: rule and default queues, queue reps, unique rules.
     Checked on the raw file so they are reported alongside any type errors."""
     out = []
+    # A `queues` that is not a mapping is reported by its own check; naming every rule's
+    # queue unknown as well would bury that one line.
+    has_queues = isinstance(routing.get("queues"), dict)
     queues = _mapping(routing.get("queues"))
+    queue_names = f" ({_some([str(q) for q in queues])})" if queues else " (none is defined)"
     default = routing.get("default_queue")
-    if default is not None and default not in queues:
+    if has_queues and default is not None and default not in queues:
         out.append(
-            ConfigProblem(file, "default_queue", f"default_queue {default!r} is not a queue")
+            ConfigProblem(
+                file,
+                "default_queue",
+                _phrase(
+                    f"default_queue {default!r} is not a queue",
+                    HINTS["Routing.default_queue"],
+                    queue_names,
+                ),
+            )
         )
     seen: set[str] = set()
     rules = routing.get("rules")
     for i, rule in enumerate(rules if isinstance(rules, list) else []):
         rule = _mapping(rule)
-        if "queue" in rule and rule["queue"] not in queues:
-            out.append(ConfigProblem(file, f"rules[{i}].queue", f"unknown queue {rule['queue']!r}"))
+        if has_queues and "queue" in rule and rule["queue"] not in queues:
+            out.append(
+                ConfigProblem(
+                    file,
+                    f"rules[{i}].queue",
+                    _phrase(f"unknown queue {rule['queue']!r}", HINTS["Rule.queue"], queue_names),
+                )
+            )
         name = rule.get("name")
         if isinstance(name, str):
             if name in seen:
-                out.append(ConfigProblem(file, f"rules[{i}].name", f"duplicate rule name {name!r}"))
+                out.append(
+                    ConfigProblem(
+                        file,
+                        f"rules[{i}].name",
+                        _phrase(
+                            f"duplicate rule name {name!r}",
+                            Hint(
+                                "a name no other rule has (routed leads and metrics name the "
+                                "rule that decided)",
+                                HINTS["Rule.name"].example,
+                            ),
+                        ),
+                    )
+                )
             seen.add(name)
     if reps:
+        known = f" ({_some([str(r) for r in reps])})"
         for qname, queue in queues.items():
             members = _mapping(queue).get("reps")
             for i, rep_id in enumerate(members if isinstance(members, list) else []):
@@ -373,10 +1106,34 @@ def _routing_references(
                         ConfigProblem(
                             file,
                             f"queues.{qname}.reps[{i}]",
-                            f"unknown rep {rep_id!r} (not in reps.yaml)",
+                            _phrase(
+                                f"unknown rep {rep_id!r} (not in reps.yaml)",
+                                Hint("the id of a rep defined in reps.yaml", "- noah.brown"),
+                                known,
+                            ),
                         )
                     )
     return out
+
+
+def _seniority_keywords(file: str, scoring: Scoring) -> list[ConfigProblem]:
+    """A scored seniority level nobody can reach (no job-title keyword names it)."""
+    return [
+        ConfigProblem(
+            file,
+            f"fit.seniority.{level}",
+            _phrase(
+                "level has no entry in seniority_keywords, so no job title reaches it",
+                Hint(
+                    "every level scored under fit.seniority, except individual (a title no "
+                    "keyword matches), to have its job-title keywords under seniority_keywords",
+                    "seniority_keywords: {director: [director, head of, head]}",
+                ),
+            ),
+        )
+        for level in scoring.fit.seniority
+        if level not in scoring.seniority_keywords and level != "individual"
+    ]
 
 
 # Keys that an earlier version accepted and this one no longer reads. A config file written
@@ -436,6 +1193,11 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     return data
 
 
+def _env_sources(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Which settings came from the environment: a bad one is named by its variable."""
+    return {path: var for var, path in ENV_OVERRIDES.items() if env.get(var, "") != ""}
+
+
 def config_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Explicit argument, then LEADROUTER_CONFIG_DIR, then the repository's config/."""
     if explicit:
@@ -457,9 +1219,10 @@ def load_config(
         warnings += _drop_retired(str(base / "settings.yaml"), raw["settings.yaml"])
         raw["settings.yaml"] = _apply_env(raw["settings.yaml"], env)
     models: dict[str, Any] = {}
-    for name, model in zip(CONFIG_FILES, (Settings, Scoring, Routing, Reps), strict=True):
+    for name, model in FILE_MODELS.items():
         if raw[name] is not None:
-            models[name] = _validate(model, raw[name], str(base / name), problems)
+            sources = _env_sources(env) if name == "settings.yaml" else None
+            models[name] = _validate(model, raw[name], str(base / name), problems, sources)
     if raw["routing.yaml"] is not None:
         known_reps = _mapping(raw["reps.yaml"]).get("reps") if raw["reps.yaml"] else None
         problems += _routing_references(
@@ -467,15 +1230,7 @@ def load_config(
         )
     scoring: Scoring | None = models.get("scoring.yaml")
     if scoring is not None:
-        for level in scoring.fit.seniority:
-            if level not in scoring.seniority_keywords and level != "individual":
-                problems.append(
-                    ConfigProblem(
-                        str(base / "scoring.yaml"),
-                        f"fit.seniority.{level}",
-                        "level has no entry in seniority_keywords",
-                    )
-                )
+        problems += _seniority_keywords(str(base / "scoring.yaml"), scoring)
     if problems or any(m is None for m in models.values()):
         raise ConfigError(problems)
     return Config(

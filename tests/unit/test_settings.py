@@ -153,5 +153,8 @@ def test_unknown_keys_beside_a_retired_one_are_still_errors(config_dir: Path):
     )
     found = problems(config_dir)
     assert found == [
-        f"{config_dir / 'settings.yaml'}: ingest.batch_timeout: Extra inputs are not permitted"
+        f"{config_dir / 'settings.yaml'}: ingest.batch_timeout: unknown key 'batch_timeout' "
+        "(did you mean 'batch_size'?). Expected one of the keys of the input limits (ingest): "
+        "max_event_bytes or batch_size; for example: ingest: "
+        "{max_event_bytes: 65536, batch_size: 2000}"
     ]

@@ -1,0 +1,260 @@
+"""Every argument of every `leadrouter` command is judged before anything connects: a bad one
+is refused with exit status 2 and a message naming the argument, the value and what it must
+be. Each case runs the real CLI in a fresh interpreter with no broker configured (so a refusal
+for want of a broker, instead of the argument, fails here) and, like test_cli_imports, checks
+that no Kafka client was imported on the way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from tests.unit.test_cli_imports import run_cli
+from workers.cli import main
+
+# (arguments, the last line of stderr). {missing}: a path that does not exist, {file}: a
+# file, {dir}: a directory. Every command and every argument it takes has at least one case.
+CASES: list[tuple[list[str], str]] = [
+    # the headline: a negative rate is named, before any broker is looked for
+    (
+        ["simulate", "--rate", "-5", "--duration", "1"],
+        "Error: Invalid value for '--rate': -5 is too small: the rate must be more than 0 "
+        "events per second; for example --rate 200",
+    ),
+    (
+        ["simulate", "--rate", "0"],
+        "Error: Invalid value for '--rate': 0 is too small: the rate must be more than 0 "
+        "events per second; for example --rate 200",
+    ),
+    (
+        ["simulate", "--rate", "fast"],
+        "Error: Invalid value for '--rate': 'fast' is not a number: the rate must be more than "
+        "0 events per second; for example --rate 200",
+    ),
+    (
+        ["simulate", "--rate", "nan"],
+        "Error: Invalid value for '--rate': 'nan' is not a finite number: the rate must be more "
+        "than 0 events per second; for example --rate 200",
+    ),
+    (
+        ["simulate", "--rate", "inf"],
+        "Error: Invalid value for '--rate': 'inf' is not a finite number: the rate must be more "
+        "than 0 events per second; for example --rate 200",
+    ),
+    (
+        ["simulate", "--duration", "0"],
+        "Error: Invalid value for '--duration': 0 is too small: the duration must be more than "
+        "0 seconds; for example --duration 60",
+    ),
+    (
+        ["simulate", "--duration", "-1"],
+        "Error: Invalid value for '--duration': -1 is too small: the duration must be more than "
+        "0 seconds; for example --duration 60",
+    ),
+    (
+        ["simulate", "--seed", "-1"],
+        "Error: Invalid value for '--seed': -1 is too small: the seed must be a whole number, 0 "
+        "or more; for example --seed 7",
+    ),
+    (
+        ["simulate", "--seed", "1.5"],
+        "Error: Invalid value for '--seed': '1.5' is not a whole number: the seed must be a "
+        "whole number, 0 or more; for example --seed 7",
+    ),
+    (
+        ["simulate", "--malformed", "1.5"],
+        "Error: Invalid value for '--malformed': 1.5 is too large: the share of broken events "
+        "must be from 0 to 1; for example --malformed 0.01",
+    ),
+    (
+        ["simulate", "--malformed", "-0.1"],
+        "Error: Invalid value for '--malformed': -0.1 is too small: the share of broken events "
+        "must be from 0 to 1; for example --malformed 0.01",
+    ),
+    (
+        ["simulate", "--sales-delay-scale", "-1"],
+        "Error: Invalid value for '--sales-delay-scale': -1 is too small: the sales delay scale "
+        "must be 0 or more; for example --sales-delay-scale 0.01",
+    ),
+    (
+        ["simulate", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
+    (["simulate", "--rate"], "Error: Option '--rate' requires an argument."),
+    (
+        ["demo", "--rate", "-1"],
+        "Error: Invalid value for '--rate': -1 is too small: the rate must be more than 0 "
+        "events per second; for example --rate 100",
+    ),
+    (
+        ["demo", "--duration", "0"],
+        "Error: Invalid value for '--duration': 0 is too small: the duration must be more than "
+        "0 seconds; for example --duration 60",
+    ),
+    (
+        ["demo", "--seed", "seven"],
+        "Error: Invalid value for '--seed': 'seven' is not a number: the seed must be a whole "
+        "number, 0 or more; for example --seed 7",
+    ),
+    (
+        ["demo", "--config", "{file}"],
+        "Error: Invalid value for '--config': Directory '{file}' is a file.",
+    ),
+    (
+        ["worker", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
+    (
+        ["worker", "--config", "{file}"],
+        "Error: Invalid value for '--config': Directory '{file}' is a file.",
+    ),
+    (["worker", "--threads", "4"], "Error: No such option: --threads"),
+    (["worker", "now"], "Error: Got unexpected extra argument (now)"),
+    (
+        ["topics", "apply", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
+    (
+        ["topics", "check", "--config", "{file}"],
+        "Error: Invalid value for '--config': Directory '{file}' is a file.",
+    ),
+    (["topics", "create"], "Error: No such command 'create'."),
+    (
+        ["config", "check", "{missing}"],
+        "Error: Invalid value for '[DIRECTORY]': Directory '{missing}' does not exist.",
+    ),
+    (
+        ["config", "check", "{file}"],
+        "Error: Invalid value for '[DIRECTORY]': Directory '{file}' is a file.",
+    ),
+    (
+        ["config", "show", "--at", "yesterday"],
+        "Error: Invalid value for '--at': 'yesterday' is not a time: write it RFC 3339 with its "
+        "UTC offset, for example 2026-12-01T15:00:00Z or 2026-12-01T16:00:00+01:00",
+    ),
+    (
+        ["config", "show", "--at", "2026-12-01T15:00"],
+        "Error: Invalid value for '--at': '2026-12-01T15:00' has no UTC offset, so it names a "
+        "different moment in every time zone: add one, for example 2026-12-01T15:00Z or "
+        "2026-12-01T15:00+01:00",
+    ),
+    (
+        ["config", "show", "--html", "{missing}/routing.html"],
+        "Error: Invalid value for '--html': cannot write {missing}/routing.html: the directory "
+        "{missing} does not exist",
+    ),
+    (
+        ["config", "show", "--html", "{dir}"],
+        "Error: Invalid value for '--html': File '{dir}' is a directory.",
+    ),
+    (
+        ["config", "show", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
+    (["config", "publish"], "Error: No such command 'publish'."),
+    (["accounts", "load"], "Error: Missing argument 'FILE.csv'."),
+    (
+        ["accounts", "load", "{missing}"],
+        "Error: Invalid value for 'FILE.csv': File '{missing}' does not exist.",
+    ),
+    (
+        ["accounts", "load", "{dir}"],
+        "Error: Invalid value for 'FILE.csv': File '{dir}' is a directory.",
+    ),
+    (
+        ["accounts", "load", "{file}", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
+    (["route"], "Error: No such command 'route'."),
+]
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    base = tmp_path_factory.mktemp("args")
+    (base / "a-file").write_text("not a directory\n")
+    return {"missing": str(base / "missing"), "file": str(base / "a-file"), "dir": str(base)}
+
+
+def _leaf(args: list[str]) -> tuple[click.Command, str, list[str]]:
+    command: click.Command = main
+    path, rest = [], list(args)
+    while isinstance(command, click.Group) and rest and rest[0] in command.commands:
+        command = command.commands[rest[0]]
+        path.append(rest.pop(0))
+    return command, " ".join(path), rest
+
+
+def _every_parameter(group: click.Group, prefix: str = "") -> set[tuple[str, str]]:
+    out = set()
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}".strip()
+        if isinstance(command, click.Group):
+            out |= _every_parameter(command, path)
+        else:
+            out |= {(path, p.name or "") for p in command.params if p.name != "help"}
+    return out
+
+
+def test_every_argument_of_every_command_has_a_case() -> None:
+    """A new command or option without a refusal case in the table fails here."""
+    covered = set()
+    for args, _ in CASES:
+        command, path, rest = _leaf(args)
+        if isinstance(command, click.Group):
+            continue
+        context = click.Context(command, info_name=path, resilient_parsing=True)
+        try:
+            _, _, given = command.make_parser(context).parse_args(rest)
+        except click.UsageError:  # e.g. an option without its value
+            continue
+        covered |= {(path, p.name or "") for p in given}
+    assert _every_parameter(main) - covered == set()
+
+
+@pytest.mark.parametrize(("args", "says"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_a_bad_argument_is_refused_before_anything_connects(
+    paths: dict[str, str], args: list[str], says: str
+) -> None:
+    argv = [a.format(**paths) for a in args]
+    code, loaded, stderr = run_cli(*argv)
+    assert code == 2, stderr
+    assert stderr.splitlines()[-1] == says.format(**paths)
+    assert "broker" not in stderr
+    assert loaded == [], f"`leadrouter {' '.join(args)}` imported {loaded}"
+
+
+def test_a_good_argument_passes_to_the_broker_check(paths: dict[str, str]) -> None:
+    """The other side: with valid arguments the same command goes on, and (no broker being
+    configured) stops at the broker, exit 1, still without a Kafka client imported."""
+    code, loaded, stderr = run_cli("simulate", "--rate", "5", "--duration", "1", "--seed", "0")
+    assert (code, loaded) == (1, [])
+    assert "no Kafka broker configured" in stderr
+    code, loaded, stderr = run_cli("topics", "check")
+    assert (code, loaded) == (1, [])
+    assert "no Kafka broker configured" in stderr
+
+
+def test_an_unreadable_accounts_file_is_refused_before_anything_connects(tmp_path: Path) -> None:
+    """The CSV's content is judged before a client is built: no broker is configured here, so
+    a refusal about the broker would mean the file was read too late. (Reading it needs
+    workers.admin, which imports kafka-python; nothing connects.)"""
+    bad = tmp_path / "accounts.csv"
+    bad.write_text("domain,name,employees\nacme.com,Acme,lots\n")
+    result = CliRunner().invoke(
+        main, ["accounts", "load", str(bad)], env={"KAFKA_BOOTSTRAP_SERVERS": ""}
+    )
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for 'FILE.csv': {bad}: line 2: employees 'lots' is not a number"
+    )
+    no_header = tmp_path / "no-header.csv"
+    no_header.write_text("acme.com,Acme\n")
+    result = CliRunner().invoke(
+        main, ["accounts", "load", str(no_header)], env={"KAFKA_BOOTSTRAP_SERVERS": ""}
+    )
+    assert result.exit_code == 2
+    assert "header must include domain and name" in result.stderr
