@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from tests.support import expect
 from topics import catalogue as cat
 from workers.core.identity import lead_id
 
@@ -46,43 +47,14 @@ def values(records) -> list[dict]:
 
 def test_demo_request_routes_at_once_with_rep_and_trace(lane, started):
     started()
-    lane.topics.send(
-        cat.FORM_FILLS,
-        form(
-            "jane@acme-corp.com",
-            "demo-request",
-            first_name="Jane",
-            last_name="Doe",
-            job_title="VP of Sales",
-            country="US",
-            phone="(415) 555-2671",
-            utm={"source": "google", "campaign": "brand-search"},
-        ),
-    )
+    lane.topics.send(cat.FORM_FILLS, form("jane@acme-corp.com", "demo-request", **expect.JANE))
     lane.topics.flush()
     records = lane.topics.read(ROUTED, lambda r: len(r) >= 1, 60, "a routed lead")
     assert len(records) == 1
     record = records[0]
-    lead = orjson.loads(record.value)
     assert record.topic == lane.prefix + "leads.routed.fast-lane"
     assert record.key == lead_id("jane@acme-corp.com").encode()
-    assert lead["event"] == "lead.assigned"
-    assert lead["rep_id"] == "ana.silva"  # first in turn of the fast-lane round robin
-    assert lead["name"] == "Jane Doe"
-    assert lead["phone"] == "+14155552671"
-    assert lead["score"]["grade"] in "ABCD" and lead["score"]["total"] > 0
-    assert lead["reason"]["rule"] == "fast-lane"
-    assert lead["reason"]["assignment"] == "round_robin"
-    trace = lead["reason"]["trace"]
-    assert any("triggered fast_lane" in step for step in trace)
-    assert any(step.startswith("score seniority='vp'") for step in trace)
-    assert any("rule fast-lane matched" in step for step in trace)
-    assert any("round_robin: next in turn is ana.silva" in step for step in trace)
-    assert lead["source"]["utm_source"] == "google"
-    assert lead["trigger_event_id"] == "jane@acme-corp.com/demo-request/1"
-    routed = datetime.fromisoformat(lead["routed_at"])
-    due = datetime.fromisoformat(lead["sla_due_at"])
-    assert due - routed == timedelta(minutes=5)
+    expect.fast_lane_demo_request(orjson.loads(record.value), "jane@acme-corp.com/demo-request/1")
 
 
 def test_mql_lead_lands_on_territory_queue_with_account_data(lane, started, tmp_path):
@@ -116,19 +88,7 @@ def test_mql_lead_lands_on_territory_queue_with_account_data(lane, started, tmp_
         v["lead_id"]: v
         for v in values(lane.topics.read(ROUTED, lambda r: len(r) >= 2, 60, "two routed leads"))
     }
-    big = leads[lead_id("max@bigcorp.de")]
-    assert big["queue"] == "enterprise-emea"
-    assert big["company"] == {
-        "domain": "bigcorp.de",
-        "name": "BigCorp GmbH",
-        "employees": 8000,
-        "industry": "software",
-        "country": "DE",
-    }
-    assert big["rep_id"] in ("greta.schmidt", "hugo.dubois")
-    assert big["reason"]["assignment"] == "weighted"
-    owned = leads[lead_id("kim@owned.com")]
-    assert owned["rep_id"] == "ben.carter" and owned["reason"]["rule"] == "account-owner"
+    expect.territory_and_owner(leads[lead_id("max@bigcorp.de")], leads[lead_id("kim@owned.com")])
 
 
 def test_anonymous_click_then_form_gives_ad_first_touch(lane, started):
@@ -153,11 +113,7 @@ def test_anonymous_click_then_form_gives_ad_first_touch(lane, started):
     )
     lane.topics.flush()
     lead = values(lane.topics.read(ROUTED, lambda r: len(r) >= 1, 60, "routed lead"))[0]
-    assert lead["source"]["channel"] == "ad"
-    assert lead["source"]["platform"] == "linkedin"
-    assert lead["source"]["utm_campaign"] == "spring-launch"
-    generated = datetime.fromisoformat(lead["generated_at"])
-    assert generated < datetime.fromisoformat(lead["routed_at"]) - timedelta(seconds=500)
+    expect.ad_first_touch(lead)
 
 
 def test_touches_on_routed_lead_are_activity_not_reassignment(lane, started):
@@ -172,8 +128,7 @@ def test_touches_on_routed_lead_are_activity_not_reassignment(lane, started):
     )
     lane.topics.flush()
     leads = values(lane.topics.read(ROUTED, lambda r: len(r) >= 3, 60, "two activities"))
-    assert [v["event"] for v in leads] == ["lead.assigned", "lead.activity", "lead.activity"]
-    assert len({(v["queue"], v["rep_id"]) for v in leads}) == 1
+    expect.activity_not_reassignment(leads)
 
 
 MALFORMED = [
