@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # Installs what the Helm chart checks (tests/helm) run for real, pinned, into
 # ${LEADROUTER_CACHE:-~/.cache/leadrouter}/helm, touching nothing in the work tree:
-#   - helm, built from its Go module (the Go module proxy is reachable, GitHub releases are not);
+#   - helm, built from its Go module (the Go module proxy is reachable, GitHub releases are not):
+#     the pinned version, and the oldest helm 3 the chart supports (HELM_OLDEST_VERSION, the
+#     `leadrouter.io/minimum-helm-version` annotation of Chart.yaml), each in its own directory;
 #   - kubeconform, built from its Go module, validates rendered manifests offline;
 #   - Kubernetes JSON schemas, taken from the PyPI wheel of kubernetes-validate (hash-pinned),
 #     rewritten so that their $refs resolve to local files;
 #   - the ServiceMonitor and PrometheusRule CRDs, taken from the prometheus-operator Go module
-#     (`go mod download`); tests/helm turns their openAPIV3Schema into JSON schemas.
+#     (`go mod download`), and KEDA's ScaledObject and TriggerAuthentication CRDs from the KEDA
+#     Go module; tests/helm turns their openAPIV3Schema into JSON schemas.
 # Idempotent: each part is skipped when its pinned version is already in the cache.
 # tests/helm reads the pins below from this file: keep them as plain NAME=value lines.
 set -euo pipefail
 
 HELM_VERSION=v3.22.0
+# The oldest helm 3 the chart supports (Chart.yaml's leadrouter.io/minimum-helm-version
+# annotation): tests/helm lints and renders the chart with both helms.
+HELM_OLDEST_VERSION=v3.14.4
 KUBECONFORM_VERSION=v0.8.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBERNETES_VALIDATE_SHA256=85136d018a27b50ec7fc049d902bfa5193f5976807e6c0f408e3ab6fe078cad9
 # Oldest and newest Kubernetes versions the chart is validated against (Chart.yaml kubeVersion).
 KUBERNETES_SCHEMA_VERSIONS="1.25.0 1.37.0"
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+KEDA_VERSION=v2.21.0
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${LEADROUTER_CACHE:-$HOME/.cache/leadrouter}
@@ -58,23 +65,29 @@ go_install() {
   mv "$tmp" "$dest"
 }
 
-helm_dir=$root/helm-$HELM_VERSION
-if [[ ! -x $helm_dir/helm || ! -f $helm_dir/.ldflags ]]; then
-  echo "helm: building $HELM_VERSION from its Go module (a few minutes on a cold cache)"
+# build_helm VERSION: helm VERSION into $root/helm-VERSION, unless already there.
+build_helm() {
+  local version=$1 dir=$root/helm-$1 go helm_gomod client_go ldflags pkg
+  [[ -x $dir/helm && -f $dir/.ldflags ]] && return 0
+  echo "helm: building $version from its Go module (a few minutes on a cold cache)"
   # The ldflags of helm's own Makefile: its version, and the Kubernetes version that `helm
   # template` and `helm lint` assume (from the client-go it is built with; 1.20 without them).
   go=$(go_bin)
-  helm_gomod=$("$go" mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
+  helm_gomod=$("$go" mod download -json "helm.sh/helm/v3@$version" |
     "$python" -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
   client_go=$(sed -n 's/^[[:space:]]*k8s\.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$helm_gomod")
-  [[ -n $client_go ]] || { echo "cannot find helm's k8s.io/client-go version" >&2; exit 1; }
-  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  [[ -n $client_go ]] || { echo "no k8s.io/client-go version in helm $version" >&2; exit 1; }
+  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$version"
   for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$client_go"
   done
-  CGO_ENABLED=0 go_install "$helm_dir" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" -ldflags "$ldflags"
-  echo "$ldflags" >"$helm_dir/.ldflags"
-fi
+  CGO_ENABLED=0 go_install "$dir" "helm.sh/helm/v3/cmd/helm@$version" -ldflags "$ldflags"
+  echo "$ldflags" >"$dir/.ldflags"
+}
+
+build_helm "$HELM_VERSION"
+build_helm "$HELM_OLDEST_VERSION"
+helm_dir=$root/helm-$HELM_VERSION
 
 kubeconform_dir=$root/kubeconform-$KUBECONFORM_VERSION
 if [[ ! -x $kubeconform_dir/kubeconform ]]; then
@@ -138,4 +151,20 @@ if [[ ! -f $crds_dir/.complete ]]; then
   mv "$tmp" "$crds_dir"
 fi
 
+keda_dir=$root/keda-crds-$KEDA_VERSION
+if [[ ! -f $keda_dir/.complete ]]; then
+  echo "KEDA CRDs: keda $KEDA_VERSION Go module"
+  go=$(go_bin)
+  module_dir=$("$go" mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" |
+    "$python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+  new_tmp
+  for crd in scaledobjects triggerauthentications; do
+    cp "$module_dir/config/crd/bases/keda.sh_$crd.yaml" "$tmp/"
+  done
+  touch "$tmp/.complete"
+  rm -rf "$keda_dir"
+  mv "$tmp" "$keda_dir"
+fi
+
 echo "helm: $("$helm_dir/helm" version --short) in $helm_dir"
+echo "oldest supported helm: $("$root/helm-$HELM_OLDEST_VERSION/helm" version --short)"

@@ -1,7 +1,8 @@
 """Checks of the Helm chart with the real tools, offline.
 
-helm (pinned, built from its Go module), kubeconform, the Kubernetes JSON schemas and the
-monitoring CRDs come from scripts/helm/install.sh, which caches them under
+helm (pinned, and the oldest helm the chart supports, both built from their Go module),
+kubeconform, the Kubernetes JSON schemas, the monitoring CRDs and KEDA's CRDs come from
+scripts/helm/install.sh, which caches them under
 ${LEADROUTER_CACHE:-~/.cache/leadrouter}/helm. When they are missing these tests fail: run
 `bash scripts/helm/install.sh` (or `make tools`).
 """
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from topics import catalogue as cat
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "leadrouter"
@@ -100,6 +103,27 @@ ALL_ON: dict[str, Any] = {
     "priorityClassName": "business-critical",
 }
 
+# ALL_ON with KEDA instead of the HPA (the two exclude each other), with the chart's
+# TriggerAuthentication (SASL and a CA) and every KEDA knob set.
+KEDA_ON: dict[str, Any] = {
+    **ALL_ON,
+    "autoscaling": {"enabled": False},
+    "keda": {
+        "enabled": True,
+        "minReplicaCount": 2,
+        "maxReplicaCount": 4,
+        "pollingInterval": 15,
+        "cooldownPeriod": 120,
+        "topics": ["marketing.form-fills", "leadrouter.internal"],
+        "lagThreshold": 5000,
+        "activationLagThreshold": 10,
+        "offsetResetPolicy": "latest",
+        "sasl": "scram_sha512",
+        "tls": True,
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}},
+    },
+}
+
 
 # --- the tools ----------------------------------------------------------------------------
 
@@ -122,9 +146,24 @@ def installed(path: Path) -> Path:
     return path
 
 
+# The pinned helm and the oldest helm 3 the chart supports (Chart.yaml says which).
+HELM_PINS = ["HELM_VERSION", "HELM_OLDEST_VERSION"]
+
+
+def helm_of(pin: str) -> Path:
+    return installed(tool_root() / f"helm-{pins()[pin]}" / "helm")
+
+
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    return installed(tool_root() / f"helm-{pins()['HELM_VERSION']}" / "helm")
+    """The pinned helm."""
+    return helm_of("HELM_VERSION")
+
+
+@pytest.fixture(scope="session", params=HELM_PINS, ids=lambda pin: pins()[pin])
+def any_helm(request: pytest.FixtureRequest) -> Path:
+    """Each helm the chart supports: the pinned one and the oldest."""
+    return helm_of(request.param)
 
 
 @pytest.fixture(scope="session")
@@ -139,13 +178,26 @@ def kubernetes_schemas() -> Path:
     return d
 
 
+def crd_files() -> list[Path]:
+    """The CRDs of the optional kinds: ServiceMonitor and PrometheusRule (prometheus-operator),
+    ScaledObject and TriggerAuthentication (KEDA)."""
+    files = []
+    for d, n in (
+        (f"prometheus-operator-crds-{pins()['PROMETHEUS_OPERATOR_VERSION']}", 2),
+        (f"keda-crds-{pins()['KEDA_VERSION']}", 2),
+    ):
+        installed(tool_root() / d / ".complete")
+        found = sorted((tool_root() / d).glob("*.yaml"))
+        assert len(found) == n, f"{d}: {found}"
+        files += found
+    return files
+
+
 @pytest.fixture(scope="session")
 def crd_schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """JSON schemas of the ServiceMonitor and PrometheusRule CRDs, in kubeconform's layout."""
-    crds = tool_root() / f"prometheus-operator-crds-{pins()['PROMETHEUS_OPERATOR_VERSION']}"
-    installed(crds / ".complete")
+    """JSON schemas of the CRDs of crd_files(), in kubeconform's layout."""
     out = tmp_path_factory.mktemp("crd-schemas")
-    for path in sorted(crds.glob("*.yaml")):
+    for path in crd_files():
         crd = yaml.safe_load(path.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
@@ -261,27 +313,122 @@ def env_of(container: dict) -> dict[str, dict]:
 # --- the tools themselves -------------------------------------------------------------------
 
 
-def test_helm_is_the_pinned_version(helm: Path) -> None:
-    out = run([helm, "version", "--short"]).stdout
-    assert out.startswith(pins()["HELM_VERSION"] + "+") or out.strip() == pins()["HELM_VERSION"]
+@pytest.mark.parametrize("pin", HELM_PINS)
+def test_helm_is_the_pinned_version(pin: str) -> None:
+    out = run([helm_of(pin), "version", "--short"]).stdout
+    assert out.startswith(pins()[pin] + "+") or out.strip() == pins()[pin]
 
 
-def test_helm_assumes_a_current_kubernetes(helm: Path, tmp_path: Path) -> None:
+def version_tuple(version: str) -> tuple[int, ...]:
+    m = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)", version)
+    assert m, f"not a version: {version}"
+    return tuple(int(g) for g in m.groups())
+
+
+def test_oldest_helm_is_the_one_the_chart_claims() -> None:
+    oldest = pins()["HELM_OLDEST_VERSION"]
+    assert (3, 0, 0) <= version_tuple(oldest) < (3, 15, 0), f"{oldest}: a helm 3 up to 3.14"
+    assert version_tuple(oldest) < version_tuple(pins()["HELM_VERSION"])
+    assert "v" + chart()["annotations"]["leadrouter.io/minimum-helm-version"] == oldest
+    for doc in (REPO / "README.md", REPO / "docs" / "kubernetes.md"):
+        assert f"helm {oldest.lstrip('v')}" in doc.read_text(), f"{doc.name} names the oldest helm"
+
+
+def test_helm_assumes_a_current_kubernetes(any_helm: Path, tmp_path: Path) -> None:
     # Built without helm's Makefile ldflags, helm would assume Kubernetes 1.20 and refuse the
     # chart's kubeVersion; the installer sets them from helm's client-go.
-    docs = render(helm, tmp_path, None, "--show-only", "templates/deployment.yaml")
+    docs = render(any_helm, tmp_path, None, "--show-only", "templates/deployment.yaml")
     assert one(docs, "Deployment")
 
 
 # --- lint and render ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [None, ALL_ON], ids=["defaults", "all-on"])
-def test_lint_strict(helm: Path, tmp_path: Path, values: dict | None) -> None:
-    proc = run([helm, "lint", "--strict", CHART, *values_args(tmp_path, values)], check=False)
+VARIANTS = [None, ALL_ON, KEDA_ON]
+VARIANT_IDS = ["defaults", "all-on", "keda-on"]
+
+
+@pytest.mark.parametrize("values", VARIANTS, ids=VARIANT_IDS)
+def test_lint_strict(any_helm: Path, tmp_path: Path, values: dict | None) -> None:
+    proc = run([any_helm, "lint", "--strict", CHART, *values_args(tmp_path, values)], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
     assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout
+
+
+def test_lint_strict_fails_on_a_broken_chart(any_helm: Path, tmp_path: Path) -> None:
+    # The control: the same lint fails when values.yaml lacks a key the schema requires (what
+    # helm 3.19 made of the null defaults).
+    copy = tmp_path / "leadrouter"
+    shutil.copytree(CHART, copy)
+    values = (copy / "values.yaml").read_text()
+    line = '  pullPolicy: "IfNotPresent"\n'
+    assert values.count(line) == 1
+    (copy / "values.yaml").write_text(values.replace(line, ""))
+    proc = run([any_helm, "lint", "--strict", copy], check=False)
+    assert proc.returncode != 0
+    assert "pullPolicy" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("values", VARIANTS, ids=VARIANT_IDS)
+def test_oldest_and_pinned_helm_render_the_same(tmp_path: Path, values: dict | None) -> None:
+    docs = {pin: render(helm_of(pin), tmp_path, values) for pin in HELM_PINS}
+    assert docs["HELM_VERSION"], "rendered nothing"
+    assert docs["HELM_OLDEST_VERSION"] == docs["HELM_VERSION"]
+
+
+def test_values_a_user_sets_to_null_turn_that_setting_off(any_helm: Path, tmp_path: Path) -> None:
+    # helm drops a key set to null from the values before the schema sees them (helm 3.19's
+    # lint drops null defaults too): a key whose documented "off" is null must not be required.
+    values = {
+        "autoscaling": {
+            "enabled": True,
+            "targetCPUUtilizationPercentage": None,
+            "targetMemoryUtilizationPercentage": 80,
+        },
+        "podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": None},
+    }
+    proc = run([any_helm, "lint", "--strict", CHART, *values_args(tmp_path, values)], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    docs = render(any_helm, tmp_path, values)
+    metrics = one(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert [m["resource"]["name"] for m in metrics] == ["memory"]
+    assert one(docs, "PodDisruptionBudget")["spec"] == {
+        "minAvailable": 1,
+        "selector": {"matchLabels": WORKER_SELECTOR},
+    }
+
+
+def admits_null(schema: dict) -> bool:
+    types = schema.get("type")
+    if types == "null" or (isinstance(types, list) and "null" in types):
+        return True
+    return any(admits_null(s) for s in schema.get("anyOf", []) + schema.get("oneOf", []))
+
+
+def test_values_schema_never_requires_a_key_that_may_be_null() -> None:
+    # What made `helm lint --strict` fail on helm 3.19: required keys whose default is null.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    nullable_required, null_defaults = [], []
+
+    def walk(node: dict, value: Any, where: str) -> None:
+        props = node.get("properties", {})
+        for name in node.get("required", []):
+            if name in props and admits_null(props[name]):
+                nullable_required.append(f"{where}.{name}")
+        for name, sub in props.items():
+            if isinstance(value, dict) and name in value:
+                if value[name] is None:
+                    null_defaults.append(f"{where}.{name}")
+                walk(sub, value[name], f"{where}.{name}")
+
+    walk(schema, defaults, "values")
+    assert nullable_required == []
+    assert sorted(null_defaults) == [
+        "values.autoscaling.targetMemoryUtilizationPercentage",
+        "values.podDisruptionBudget.minAvailable",
+    ], "the walk sees the null defaults"
 
 
 def test_defaults_render_only_the_core(helm: Path, tmp_path: Path) -> None:
@@ -301,6 +448,7 @@ OPTIONAL_PARTS = [
     ("metrics.prometheusRule.enabled", [("PrometheusRule", "lr-leadrouter")]),
     ("metrics.grafanaDashboard.enabled", [("ConfigMap", "lr-leadrouter-dashboards")]),
     ("autoscaling.enabled", [("HorizontalPodAutoscaler", "lr-leadrouter")]),
+    ("keda.enabled", [("ScaledObject", "lr-leadrouter")]),
     ("podDisruptionBudget.enabled", [("PodDisruptionBudget", "lr-leadrouter")]),
     (
         "topicsJob.enabled",
@@ -341,7 +489,7 @@ def test_all_on_renders_every_part(helm: Path, tmp_path: Path) -> None:
 
 
 def test_no_secret_is_ever_rendered(helm: Path, tmp_path: Path) -> None:
-    for values in (None, ALL_ON):
+    for values in VARIANTS:
         assert by_kind(render(helm, tmp_path, values), "Secret") == []
 
 
@@ -350,7 +498,7 @@ def test_no_secret_is_ever_rendered(helm: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kube_version", pins()["KUBERNETES_SCHEMA_VERSIONS"].split())
 def test_manifests_match_kubernetes_and_crd_schemas(
-    helm: Path,
+    any_helm: Path,
     kubeconform: Path,
     kubernetes_schemas: Path,
     crd_schemas: Path,
@@ -358,9 +506,9 @@ def test_manifests_match_kubernetes_and_crd_schemas(
     kube_version: str,
 ) -> None:
     manifests = []
-    for name, values in (("defaults", None), ("all-on", ALL_ON)):
+    for name, values in zip(VARIANT_IDS, VARIANTS, strict=True):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(template_text(helm, tmp_path, values, "--kube-version", kube_version))
+        path.write_text(template_text(any_helm, tmp_path, values, "--kube-version", kube_version))
         manifests.append(path)
     results = kubeconform_results(
         kubeconform, kubernetes_schemas, crd_schemas, kube_version, manifests
@@ -369,7 +517,9 @@ def test_manifests_match_kubernetes_and_crd_schemas(
     assert bad == [], json.dumps(bad, indent=2)
     rendered = [d["kind"] for path in manifests for d in yaml.safe_load_all(path.read_text()) if d]
     assert sorted(r["kind"] for r in results) == sorted(rendered), "every manifest validated"
-    assert {"ServiceMonitor", "PrometheusRule"} <= {r["kind"] for r in results}
+    assert {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"} <= {
+        r["kind"] for r in results
+    }
 
 
 def kubeconform_results(
@@ -408,12 +558,24 @@ def test_schema_validation_rejects_broken_manifests(
     one(docs, "Service")["spec"]["selectr"] = {}
     one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["intervl"] = "30s"
     one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"] = "not a list"
+    keda = render(helm, tmp_path, KEDA_ON)
+    # KEDA's trigger metadata is a map of strings: a number is refused, as KEDA's API server does.
+    one(keda, "ScaledObject")["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 5000
+    one(keda, "TriggerAuthentication")["spec"]["secretTargetRef"][0]["paramter"] = "username"
+    keda = by_kind(keda, "ScaledObject") + by_kind(keda, "TriggerAuthentication")
     path = tmp_path / "broken.yaml"
-    path.write_text(yaml.safe_dump_all(docs))
+    path.write_text(yaml.safe_dump_all(docs + keda))
     version = pins()["KUBERNETES_SCHEMA_VERSIONS"].split()[-1]
     results = kubeconform_results(kubeconform, kubernetes_schemas, crd_schemas, version, [path])
     invalid = {r["kind"] for r in results if r["status"] == "statusInvalid"}
-    assert invalid == {"Deployment", "Service", "ServiceMonitor", "PrometheusRule"}
+    assert invalid == {
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ScaledObject",
+        "TriggerAuthentication",
+    }
 
 
 # --- selectors and labels -------------------------------------------------------------------
@@ -437,6 +599,7 @@ def test_selectors_are_the_stable_selector_labels(helm: Path, tmp_path: Path) ->
     variants = [
         None,
         ALL_ON,
+        KEDA_ON,
         # Nothing that changes between upgrades may move a selector (they are immutable).
         {"image": {"tag": "9.9.9"}, "commonLabels": {"a": "b"}, "podLabels": {"c": "d"}},
     ]
@@ -449,7 +612,7 @@ def test_selectors_are_the_stable_selector_labels(helm: Path, tmp_path: Path) ->
 
 
 def test_every_resource_has_the_standard_labels(helm: Path, tmp_path: Path) -> None:
-    for d in render(helm, tmp_path, ALL_ON):
+    for d in render(helm, tmp_path, ALL_ON) + render(helm, tmp_path, KEDA_ON):
         labels = d["metadata"]["labels"]
         assert labels["helm.sh/chart"] == "leadrouter-" + chart()["version"], d["kind"]
         assert labels["app.kubernetes.io/name"] == "leadrouter"
@@ -717,6 +880,184 @@ def test_hpa_and_pdb_target_the_worker(helm: Path, tmp_path: Path) -> None:
     assert pct["spec"]["minAvailable"] == "50%" and "maxUnavailable" not in pct["spec"]
 
 
+# --- KEDA -----------------------------------------------------------------------------------
+
+
+def render_error(helm: Path, tmp_path: Path, values: dict[str, Any]) -> str:
+    cmd = [helm, "template", RELEASE, CHART, "--namespace", NAMESPACE]
+    proc = run([*cmd, *values_args(tmp_path, values)], check=False)
+    assert proc.returncode != 0, f"rendered with {values}"
+    return proc.stderr
+
+
+def keda(**extra: Any) -> dict[str, Any]:
+    return {"keda": {"enabled": True, **extra}}
+
+
+def test_scaled_object_scales_the_worker_on_its_group_lag(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, keda())
+    spec = one(docs, "ScaledObject")["spec"]
+    deployment = one(docs, "Deployment")
+    container = worker(docs)
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+        "envSourceContainerName": container["name"],
+    }
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+    settings = yaml.safe_load(repo_config()["settings.yaml"])["kafka"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, settings["partitions"])
+    assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (30, 300)
+    assert "advanced" not in spec
+    (trigger,) = spec["triggers"]
+    assert trigger == {
+        "type": "kafka",
+        "metadata": {
+            "bootstrapServersFromEnv": "KAFKA_BOOTSTRAP_SERVERS",
+            "consumerGroup": settings["group_id"],
+            "lagThreshold": "10000",
+            "activationLagThreshold": "0",
+            "offsetResetPolicy": "earliest",
+        },
+    }, "no topic: every topic of the group; no authentication on a PLAINTEXT broker"
+    # The brokers KEDA reads are the worker's own, from the kafka Secret.
+    assert env_of(container)["KAFKA_BOOTSTRAP_SERVERS"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "lr-leadrouter-kafka"
+    )
+    assert by_kind(docs, "TriggerAuthentication") == []
+    assert by_kind(docs, "HorizontalPodAutoscaler") == []
+
+
+def test_scaled_object_follows_the_workers_group_prefix_and_partitions(
+    helm: Path, tmp_path: Path
+) -> None:
+    settings = "kafka:\n  group_id: leads-eu\n  topic_prefix: eu.\n  partitions: 12\n"
+    values = deep_merge(
+        keda(topics=["marketing.form-fills", "leadrouter.internal"]),
+        {"config": {"settings": settings}},
+    )
+    spec = one(render(helm, tmp_path, values), "ScaledObject")["spec"]
+    assert spec["maxReplicaCount"] == 12
+    assert [t["metadata"]["topic"] for t in spec["triggers"]] == [
+        "eu.marketing.form-fills",
+        "eu.leadrouter.internal",
+    ]
+    assert {t["metadata"]["consumerGroup"] for t in spec["triggers"]} == {"leads-eu"}
+
+    # The chart's kafka.topicPrefix, then extraEnv (last in the container, so it wins).
+    values = deep_merge(values, {"kafka": {"topicPrefix": "prod."}})
+    spec = one(render(helm, tmp_path, values), "ScaledObject")["spec"]
+    assert spec["triggers"][0]["metadata"]["topic"] == "prod.marketing.form-fills"
+    values["extraEnv"] = [
+        {"name": "LEADROUTER_GROUP_ID", "value": "leads-us"},
+        {"name": "LEADROUTER_TOPIC_PREFIX", "value": "us."},
+        {"name": "LEADROUTER_PARTITIONS", "value": "3"},
+    ]
+    spec = one(render(helm, tmp_path, values), "ScaledObject")["spec"]
+    assert spec["maxReplicaCount"] == 3
+    assert spec["triggers"][0]["metadata"]["topic"] == "us.marketing.form-fills"
+    assert spec["triggers"][0]["metadata"]["consumerGroup"] == "leads-us"
+
+    values["extraEnv"] = [
+        {"name": "LEADROUTER_GROUP_ID", "valueFrom": {"configMapKeyRef": {"name": "g", "key": "k"}}}
+    ]
+    assert "extraEnv sets LEADROUTER_GROUP_ID with valueFrom" in render_error(
+        helm, tmp_path, values
+    )
+
+
+def test_scaled_object_replicas_are_bounded_by_the_partitions(
+    any_helm: Path, tmp_path: Path
+) -> None:
+    helm = any_helm
+    spec = one(render(helm, tmp_path, keda(minReplicaCount=0, maxReplicaCount=6)), "ScaledObject")
+    assert (spec["spec"]["minReplicaCount"], spec["spec"]["maxReplicaCount"]) == (0, 6)
+    spec = one(render(helm, tmp_path, keda(maxReplicaCount=4)), "ScaledObject")
+    assert spec["spec"]["maxReplicaCount"] == 4
+
+    err = render_error(helm, tmp_path, keda(maxReplicaCount=7))
+    assert "keda.maxReplicaCount is 7, above the 6 partitions of the worker's topics" in err
+    more = deep_merge(
+        keda(maxReplicaCount=7), {"config": {"settings": "kafka:\n  partitions: 8\n"}}
+    )
+    assert one(render(helm, tmp_path, more), "ScaledObject")["spec"]["maxReplicaCount"] == 7
+    fewer = {**keda(), "extraEnv": [{"name": "LEADROUTER_PARTITIONS", "value": "2"}]}
+    assert one(render(helm, tmp_path, fewer), "ScaledObject")["spec"]["maxReplicaCount"] == 2
+    err = render_error(helm, tmp_path, {**fewer, **keda(minReplicaCount=3)})
+    assert "keda.minReplicaCount (3) is above the highest replica count (2" in err
+    err = render_error(helm, tmp_path, keda(minReplicaCount=5, maxReplicaCount=4))
+    assert "keda.minReplicaCount (5) is above the highest replica count (4" in err
+
+
+def test_keda_and_the_hpa_are_never_both_on(any_helm: Path, tmp_path: Path) -> None:
+    helm = any_helm
+    err = render_error(helm, tmp_path, {**keda(), "autoscaling": {"enabled": True}})
+    assert "keda.enabled and autoscaling.enabled are both true" in err
+    err = render_error(helm, tmp_path, {**KEDA_ON, "autoscaling": {"enabled": True}})
+    assert "keda.enabled and autoscaling.enabled are both true" in err
+
+
+def test_keda_authenticates_like_the_worker(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, KEDA_ON)
+    spec = one(docs, "ScaledObject")["spec"]
+    auth = one(docs, "TriggerAuthentication", "lr-leadrouter-keda")
+    assert auth["spec"] == {
+        "secretTargetRef": [
+            {"parameter": "username", "name": "kafka-credentials", "key": "sasl-username"},
+            {"parameter": "password", "name": "kafka-credentials", "key": "sasl-password"},
+            {"parameter": "ca", "name": "kafka-ca", "key": "ca.crt"},
+        ]
+    }
+    assert spec["minReplicaCount"] == 2 and spec["maxReplicaCount"] == 4
+    assert spec["advanced"] == {
+        "horizontalPodAutoscalerConfig": {
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}}
+        }
+    }
+    for trigger in spec["triggers"]:
+        assert trigger["authenticationRef"] == {
+            "name": "lr-leadrouter-keda",
+            "kind": "TriggerAuthentication",
+        }
+        meta = trigger["metadata"]
+        assert (meta["sasl"], meta["tls"]) == ("scram_sha512", "enable")
+        assert (meta["lagThreshold"], meta["activationLagThreshold"]) == ("5000", "10")
+        assert meta["offsetResetPolicy"] == "latest"
+
+    # TLS with the system CAs and no SASL: nothing to authenticate with.
+    spec = one(render(helm, tmp_path, keda(tls=True)), "ScaledObject")["spec"]
+    assert spec["triggers"][0]["metadata"]["tls"] == "enable"
+    assert "authenticationRef" not in spec["triggers"][0]
+    # An existing ClusterTriggerAuthentication instead of the chart's.
+    values = keda(
+        sasl="plaintext", authenticationRef={"name": "msk", "kind": "ClusterTriggerAuthentication"}
+    )
+    docs = render(helm, tmp_path, values)
+    assert by_kind(docs, "TriggerAuthentication") == []
+    trigger = one(docs, "ScaledObject")["spec"]["triggers"][0]
+    assert trigger["authenticationRef"] == {"name": "msk", "kind": "ClusterTriggerAuthentication"}
+    # SASL needs the username and password keys of the Secret.
+    values = {**keda(sasl="scram_sha256"), "kafka": {"secretKeys": {"saslPassword": ""}}}
+    assert "keda.sasl is scram_sha256" in render_error(helm, tmp_path, values)
+
+
+def test_keda_topics_are_the_topics_the_worker_consumes() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    allowed = schema["properties"]["keda"]["properties"]["topics"]["items"]["enum"]
+    assert allowed == [*cat.INPUT_KINDS, cat.INTERNAL]
+
+
+def test_notes_tell_how_keda_scales(helm: Path, tmp_path: Path) -> None:
+    notes = render_notes(helm, tmp_path, keda())
+    assert 'on the lag of consumer group "leadrouter", between 1 and 6 replicas' in notes
+    assert f"--namespace {NAMESPACE} get scaledobject lr-leadrouter" in notes
+    assert "WARNING" not in notes
+    notes = render_notes(helm, tmp_path, keda(minReplicaCount=0, maxReplicaCount=3))
+    assert "between 0 and 3 replicas" in notes
+    assert "WARNING: keda.minReplicaCount is 0" in notes
+
+
 # --- values: schema and documentation -------------------------------------------------------
 
 
@@ -733,11 +1074,17 @@ def test_hpa_and_pdb_target_the_worker(helm: Path, tmp_path: Path) -> None:
         ["--set", "podDisruptionBudget.maxUnavailable=some"],
         ["--set", "image.pullPolicy=Sometimes"],
         ["--set-json", 'config={"settings": {"kafka": {}}}'],  # config files are text
+        ["--set", "keda.topics={marketing.form-fill}"],  # not a topic the worker reads
+        ["--set", "keda.sasl=SCRAM-SHA-512"],  # KEDA's spelling is scram_sha512
+        ["--set", "keda.maxReplicaCount=-1"],
+        ["--set", "keda.authenticationRef.kind=Secret"],
     ],
     ids=lambda a: a[1],
 )
-def test_values_schema_rejects_unknown_keys_and_wrong_types(helm: Path, args: list[str]) -> None:
-    proc = run([helm, "template", RELEASE, CHART, *args], check=False)
+def test_values_schema_rejects_unknown_keys_and_wrong_types(
+    any_helm: Path, args: list[str]
+) -> None:
+    proc = run([any_helm, "template", RELEASE, CHART, *args], check=False)
     assert proc.returncode != 0
     assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
 

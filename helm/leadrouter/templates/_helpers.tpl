@@ -188,3 +188,45 @@ The emptyDir of the worker's local state.
 {{- with .Values.dataVolume.sizeLimit }}{{ $_ := set $emptyDir "sizeLimit" . }}{{ end }}
 {{- toJson $emptyDir }}
 {{- end }}
+
+{{/*
+What the worker's consumer group is, as the worker itself works it out: settings.yaml
+(config.settings, or the chart's files/config/settings.yaml), then the chart's own
+LEADROUTER_TOPIC_PREFIX (kafka.topicPrefix), then extraEnv, whose entries come last in the
+container and so win. A YAML dict: groupId, topicPrefix, partitions (of every topic the worker
+reads; `leadrouter topics apply` creates them with that count).
+*/}}
+{{- define "leadrouter.consumerGroup" -}}
+{{- $text := .Values.config.settings | default (.Files.Get "files/config/settings.yaml") }}
+{{- $settings := fromYaml $text }}
+{{- if hasKey $settings "Error" }}
+{{- fail (printf "settings.yaml (config.settings) is not a YAML mapping: %s" (get $settings "Error")) }}
+{{- end }}
+{{- $kafka := get $settings "kafka" | default dict }}
+{{- $groupId := get $kafka "group_id" | default "leadrouter" | toString }}
+{{- $prefix := get $kafka "topic_prefix" | default "" | toString }}
+{{- $partitions := get $kafka "partitions" | default 6 }}
+{{- with .Values.kafka.topicPrefix }}{{ $prefix = . }}{{ end }}
+{{- range .Values.extraEnv }}
+{{- if has .name (list "LEADROUTER_GROUP_ID" "LEADROUTER_TOPIC_PREFIX" "LEADROUTER_PARTITIONS") }}
+{{- if hasKey . "valueFrom" }}
+{{- fail (printf "keda: extraEnv sets %s with valueFrom, which the chart cannot read to find the worker's consumer group: give it a value" .name) }}
+{{- end }}
+{{- $value := .value | default "" | toString }}
+{{- if $value }}
+{{- if eq .name "LEADROUTER_GROUP_ID" }}{{ $groupId = $value }}{{ end }}
+{{- if eq .name "LEADROUTER_TOPIC_PREFIX" }}{{ $prefix = $value }}{{ end }}
+{{- if eq .name "LEADROUTER_PARTITIONS" }}{{ $partitions = $value }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if not (regexMatch "^[0-9]+$" (toString $partitions)) }}
+{{- fail (printf "keda: the worker's partition count %q (settings.yaml kafka.partitions or LEADROUTER_PARTITIONS) is not a whole number" (toString $partitions)) }}
+{{- end }}
+{{- if lt (int $partitions) 1 }}
+{{- fail "keda: the worker's partition count (settings.yaml kafka.partitions or LEADROUTER_PARTITIONS) must be at least 1" }}
+{{- end }}
+groupId: {{ $groupId | quote }}
+topicPrefix: {{ $prefix | quote }}
+partitions: {{ int $partitions }}
+{{- end }}
