@@ -2,11 +2,12 @@
 
     .venv/bin/python -m bench.core [--events 100000] [--batch 2000] [--profile]
 
-Feeds the benchmark workload through the worker's topology (validate and re-key, every
-entity handler, output encoding) and the per-batch state work (changelog encoding, the
-store), with the Kafka producer replaced by a counter, and prints CPU microseconds per
-event. The end-to-end figures come from `bench.run`; this isolates what the Python code
-costs, so a change to the hot path can be judged in seconds and without broker noise.
+Feeds the benchmark workload, as librdkafka message objects, through what a worker runs per
+batch: its topology (validate and re-key, every entity handler, output encoding), its sink
+and its commit protocol's changelog writes (state encoding, the store), with the Kafka
+producer replaced by a counter, and prints CPU microseconds per event. The end-to-end
+figures come from `bench.run`; this isolates what the Python code costs, so a change to the
+hot path can be judged in seconds and without broker noise.
 """
 
 from __future__ import annotations
@@ -17,65 +18,61 @@ import pstats
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Message
 
 from bench import workload
+from topics import catalogue as cat
 from workers.core.enrich import AccountBook
-from workers.core.topology import DeadLetter, InputRecord, Topology
+from workers.core.topology import Topology
 from workers.metrics import Metrics
+from workers.runtime.clients import Clients
+from workers.runtime.commit import Committer
 from workers.runtime.memory import settle_garbage
+from workers.runtime.sink import KafkaSink
+from workers.runtime.timers import Timers
 from workers.settings import Config
 from workers.store import MemoryBackend, PartitionState
 
 
-class CountingSink:
+class CountingProducer:
     """Stands in for the Kafka producer: counts what would have been sent."""
 
     def __init__(self) -> None:
         self.records = 0
         self.bytes = 0
 
-    def _count(self, value: bytes | None) -> None:
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, *a: Any, **k: Any):
         self.records += 1
         self.bytes += len(value or b"")
 
-    def publish(self, topic: str, key: bytes, value: bytes, event: str) -> None:
-        self._count(value)
 
-    def hand_over(self, partition: int, key: bytes, value: bytes) -> None:
-        self._count(value)
-
-    def set_timer(self, partition: int, due: float, lead_id: str) -> None:
-        pass
-
-    def dead_letter(self, letter: DeadLetter) -> None:
-        self._count(letter.value)
-
-
-def batches(config: Config, events: int, batch: int, seed: int) -> list[list[InputRecord]]:
+def batches(config: Config, events: int, batch: int, seed: int) -> list[list[Message]]:
+    """The workload as the consumer hands it over (librdkafka's own message objects)."""
     work = workload.generate(config, events, seed, time.time())
     prefix = config.settings.kafka.topic_prefix
-    records = [
-        InputRecord(prefix + topic, key, value, timestamp_ms=i, offset=i)
+    messages = [
+        Message(topic=prefix + topic, partition=0, offset=i, key=key, value=value, timestamp=(1, i))
         for i, (topic, key, value, _) in enumerate(work.records)
     ]
-    return [records[i : i + batch] for i in range(0, len(records), batch)]
+    return [messages[i : i + batch] for i in range(0, len(messages), batch)]
 
 
 def run_batch(
     topology: Topology,
-    states: dict[int, PartitionState],
-    sink: CountingSink,
+    partitions: dict[int, PartitionState],
+    sink: KafkaSink,
+    committer: Committer,
     metrics: Metrics,
-    batch: list[InputRecord],
+    batch: list[Message],
 ) -> None:
-    """What the worker does per batch, minus the transaction."""
-    topology.process(batch, states.get, sink, time.time())
-    changes = {p: s.pending() for p, s in states.items() if s.dirty}
-    for writes in changes.values():
-        for value in writes.values():
-            sink._count(value)  # the changelog records
+    """What the worker does per batch (runtime/worker.py), minus the broker calls."""
+    topology.process(batch, partitions.get, sink, time.time())
+    changes = {p: s.pending() for p, s in partitions.items() if s.dirty}
+    committer.send_changes(changes)
     for p, writes in changes.items():
-        states[p].commit(writes, None)
+        partitions[p].commit(writes, None)
     metrics.flush()
     settle_garbage()
 
@@ -99,21 +96,26 @@ def main() -> None:
     partitions = s.kafka.partitions
     topology = Topology(config, accounts, metrics, time.time, partitions)
     states = {p: PartitionState(p, MemoryBackend()) for p in range(partitions)}
-    sink = CountingSink()
+    producer = CountingProducer()
+    prefix = s.kafka.topic_prefix
+    committer = Committer(
+        Clients(s, "bench"), "at_least_once", prefix + cat.CHANGELOG, producer=producer
+    )
+    sink = KafkaSink(committer, Timers(), prefix + cat.INTERNAL, prefix + cat.DEADLETTER)
     work = batches(config, args.events, args.batch, args.seed)
     profiler = cProfile.Profile() if args.profile else None
     started = time.process_time()
     if profiler:
         profiler.enable()
     for batch in work:
-        run_batch(topology, states, sink, metrics, batch)
+        run_batch(topology, states, sink, committer, metrics, batch)
     if profiler:
         profiler.disable()
     cpu = time.process_time() - started
     print(
         f"{args.events:,} events in batches of {args.batch}: {cpu:.2f} CPU s, "
         f"{cpu / args.events * 1e6:.1f} µs/event ({args.events / cpu:,.0f} events/s per core); "
-        f"{sink.records:,} records out, {sink.bytes / max(1, sink.records):.0f} B avg"
+        f"{producer.records:,} records out, {producer.bytes / max(1, producer.records):.0f} B avg"
     )
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)

@@ -167,7 +167,8 @@ def encode(msg: Message) -> bytes:
 
 # ------------------------------------------------------------------ decoders
 def _touch(cls: type[Touch], obj: dict[str, Any]) -> Touch:
-    data = dict(obj)
+    """`obj` is freshly decoded and becomes the touch's `data`: no copy."""
+    data = obj
     del data["k"]
     channel = data.pop("ch")
     ingested = data.pop("in", 0.0)

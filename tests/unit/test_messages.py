@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.desk import Pipeline
 from topics import messages
+from topics.messages import Assign
 from workers.core.identity import lead_id
 from workers.settings import load_config
 
@@ -109,3 +110,29 @@ def test_state_written_by_the_previous_release_is_continued():
         "email_event", {"event_id": "e1", "occurred_at": at(60), "email": EMAIL, "type": "click"}
     )
     assert len(line.published) == 1, "an event the old release processed is a duplicate"
+
+
+def test_state_bytes_are_what_the_previous_release_wrote():
+    """A lead waiting for its queue desk, holding two touches: the changelog value is the
+    same bytes 0.1.0 wrote (key order included), so compaction and diffing tools see no
+    change from an upgrade."""
+    old = orjson.loads((FIXTURES / "state-0.1.0-pending.json").read_bytes())
+    line = Pipeline(CONFIG, old["now"])
+    line.topology.handlers[Assign] = lambda key, message, state, effects: None  # deciding
+    email = "kim@acme.io"
+
+    def sent(offset: float) -> str:
+        return datetime.fromtimestamp(old["now"] + offset, UTC).isoformat()
+
+    line.send(
+        "form_fill",
+        {"event_id": "p1", "occurred_at": sent(0), "email": email, "form_id": "demo-request"},
+    )
+    line.send(
+        "email_event", {"event_id": "p2", "occurred_at": sent(5), "email": email, "type": "click"}
+    )
+    line.send(
+        "form_fill",
+        {"event_id": "p3", "occurred_at": sent(9), "email": email, "form_id": "pricing"},
+    )
+    assert {k: orjson.dumps(v).decode() for k, v in line.state.data.items()} == old["bytes"]

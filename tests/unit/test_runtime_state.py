@@ -223,7 +223,7 @@ def test_drop_closes_the_state_and_stops_its_timers():
 def test_an_owned_partition_is_not_restored_again(logs):
     parts = owned(settings(LEADROUTER_STORE="memory"))
     state = parts.states[2] = PartitionState(2, MemoryBackend())
-    parts.assign(2)
+    parts.restore([2])
     assert parts.states[2] is state and Reader.made == []
 
 
@@ -261,7 +261,7 @@ def test_restore_replays_the_changelog_and_its_timers(logs):
     logs[0] = changelog()
     timers = Timers()
     parts = owned(settings(LEADROUTER_STORE="memory"), timers)
-    parts.assign(0)
+    parts.restore([0])
     state = parts.state_of(0)
     assert state is not None
     assert state.get("lead-1") == {"queue": "smb", "score": 55}  # the latest value wins
@@ -286,7 +286,7 @@ def test_restore_skips_error_events_and_keeps_the_last_value_of_a_fetch(logs, mo
     monkeypatch.setattr(partitions, "Consumer", reader)
     parts = owned(settings(LEADROUTER_STORE="memory"))
     parts.read_committed = True
-    parts.assign(1)
+    parts.restore([1])
     assert Reader.made[0].conf["isolation.level"] == "read_committed"
     state = parts.state_of(1)
     assert state is not None and sorted(state.values) == ["lead-1", "lead-2"]
@@ -298,7 +298,7 @@ def test_restore_ends_at_trailing_transaction_markers(logs):
     # never receives; the restore must not wait for it.
     logs[0] = Log([(b"lead-1", js({"n": 1}))] * 5 + [(None, None)] * 2).drop(5, 6)
     parts = owned(settings(LEADROUTER_STORE="memory"))
-    parts.assign(0)
+    parts.restore([0])
     assert parts.state_of(0) is not None
     assert Reader.made[0].consumed <= 4
 
@@ -306,7 +306,7 @@ def test_restore_ends_at_trailing_transaction_markers(logs):
 def test_restore_of_an_empty_partition_reads_nothing(logs):
     logs[2] = Log([])
     parts = owned(settings(LEADROUTER_STORE="memory"))
-    parts.assign(2)
+    parts.restore([2])
     state = parts.state_of(2)
     assert state is not None and state.values == {}
     (reader,) = Reader.made
@@ -319,7 +319,7 @@ def test_a_restore_that_cannot_finish_fails_and_owns_nothing(logs, monkeypatch):
     timers = Timers()
     parts = owned(settings(LEADROUTER_STORE="memory"), timers)
     with pytest.raises(KafkaException, match="restore of partition 0 did not finish"):
-        parts.assign(0)
+        parts.restore([0])
     assert parts.state_of(0) is None and timers.heaps == {}
     assert Reader.made[0].closed
 
@@ -328,7 +328,7 @@ def test_rocksdb_restore_resumes_from_the_local_checkpoint(logs, tmp_path: Path)
     s = settings(LEADROUTER_STORE="rocksdb", LEADROUTER_DATA_DIR=str(tmp_path))
     logs[0] = changelog()
     first = owned(s)
-    first.assign(0)
+    first.restore([0])
     state = first.state_of(0)
     assert state is not None and state.backend.checkpoint() == 9
     assert (tmp_path / "leadrouter" / "p0").is_dir()
@@ -339,7 +339,7 @@ def test_rocksdb_restore_resumes_from_the_local_checkpoint(logs, tmp_path: Path)
     logs[0].high = 12
     timers = Timers()
     again = owned(s, timers)
-    again.assign(0)
+    again.restore([0])
     try:
         (_, reader) = Reader.made
         assert reader.assigned == [(CHANGELOG, 0, 9)]  # only what the store has not seen
@@ -360,7 +360,7 @@ def test_rocksdb_checkpoint_older_than_the_log_replays_it_whole(logs, tmp_path: 
     stale.close()
     logs[0] = Log([(b"lead-1", js({"n": 1})), (b"lead-2", js({"n": 2}))], low=10)
     parts = owned(s)
-    parts.assign(0)
+    parts.restore([0])
     try:
         assert Reader.made[0].assigned == [(CHANGELOG, 0, OFFSET_BEGINNING)]
         state = parts.state_of(0)
@@ -387,7 +387,7 @@ def test_rocksdb_checkpoint_outside_the_log_is_not_trusted(
     stale.close()
     logs[0] = Log([(f"lead-{n + 1}".encode(), js({"n": n})) for n in range(records)], low=low)
     parts = owned(s)
-    parts.assign(0)
+    parts.restore([0])
     try:
         state = parts.state_of(0)
         assert state is not None
@@ -409,7 +409,7 @@ def test_rebalance_restores_and_drops_only_internal_partitions(logs):
     worker = Worker(config, serve_metrics=False)
     logs[1], logs[4] = changelog(), Log([])
     internal = "eu.leadrouter.internal"
-    worker._on_assign(
+    worker.on_assign(
         None,  # type: ignore[arg-type]
         [
             TopicPartition(internal, 1),
@@ -421,9 +421,9 @@ def test_rebalance_restores_and_drops_only_internal_partitions(logs):
     assert Reader.made[0].assigned == [("eu.leadrouter.state-changelog", 1, OFFSET_BEGINNING)]
     assert worker.timers.due(1000.0) == [(1, "lead-1")]
     worker.timers.set(4, 10.0, "lead-4")
-    worker._on_revoke(None, [TopicPartition("eu.marketing.form-fills", 1)])  # type: ignore[arg-type]
+    worker.on_revoke(None, [TopicPartition("eu.marketing.form-fills", 1)])  # type: ignore[arg-type]
     assert sorted(worker.partitions.states) == [1, 4]
-    worker._on_revoke(None, [TopicPartition(internal, 4)])  # type: ignore[arg-type]
+    worker.on_revoke(None, [TopicPartition(internal, 4)])  # type: ignore[arg-type]
     assert sorted(worker.partitions.states) == [1]
     assert worker.timers.due(1000.0) == []
 

@@ -17,7 +17,7 @@ from workers.core.visitor import expand_click
 # A lead waiting for its queue desk's answer keeps the touches meanwhile (bounded) to publish
 # them as activity once routed; with the desk on another worker the wait is a round trip.
 MAX_HELD_TOUCHES = 20
-HELD_FIELDS = ("event_id", "type", "form_id", "at")  # and the channel, `ch`
+HELD_FIELDS = ("type", "form_id", "at")  # after its event id and channel, `ch`
 ROUTING_FIELDS = ("queue", "rep", "routed_at", "sla_due", "first_contact_at", "outcome")
 
 
@@ -191,7 +191,8 @@ def _hold(lead: dict[str, Any], touch: Touch) -> None:
     """Keep a touch that arrived while the queue desk decides, to publish once routed."""
     held = lead.setdefault("held", [])
     data = touch.data
-    held.append({"ch": touch.channel, **{k: data[k] for k in HELD_FIELDS if k in data}})
+    kept = {"event_id": touch.event_id, "ch": touch.channel}  # the 0.1.0 key order
+    held.append(kept | {k: data[k] for k in HELD_FIELDS if k in data})
     del held[:-MAX_HELD_TOUCHES]
 
 

@@ -221,6 +221,7 @@ class Topology:
         """Each record in the given order, with every hand-over it causes inside this
         process, before the next. `state_of(p)` is None for partitions held elsewhere."""
         internal = self.internal_topic
+        self._local.clear()  # nothing left over from a call that raised
         for record in records:
             topic = record.topic()
             if topic == internal:
@@ -277,15 +278,18 @@ class Topology:
     def _internal(
         self, record: Record, state_of: Callable[[int], State | None], sink: Sink
     ) -> None:
+        partition: int = record.partition()  # type: ignore[assignment]
+        if state_of(partition) is None:  # not ours any more: a rebalance raced this batch
+            return
         raw_key = record.key()
         key = raw_key.decode() if raw_key else ""
         try:
             message = messages.decode(record.value())  # type: ignore[arg-type]
-        except (orjson.JSONDecodeError, UnknownMessage, KeyError, TypeError) as exc:
+        except Exception as exc:  # not a message this release knows: parked, never fatal
             self.recorder.invalid(INTERNAL_LABEL, PROCESSING_ERROR)
             sink.dead_letter(_letter(record, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
             return
-        self._handle(record.partition(), key, message, state_of, sink, record)  # type: ignore[arg-type]
+        self._handle(partition, key, message, state_of, sink, record)
 
     def _hand_over(
         self, key: str, message: Message, state_of: Callable[[int], State | None], sink: Sink

@@ -1,12 +1,19 @@
 """Every librdkafka client the worker opens, configured here and nowhere else: the batch
 consumer, the producer (transactional or not) and the short-lived readers (changelog
-restore, the transaction probe, the accounts table)."""
+restore, the transaction probe, the accounts table).
+
+Every client logs through Python logging (`logger`, workers/logs.py) rather than librdkafka's
+own stderr lines, so a broker outage is a few lines in the worker's format instead of one
+line per client every ~50 ms. The readers' statistics tell the log when a broker answers
+again (the accounts reader is polled on every turn of the worker's loop; the batch
+consumer's statistics feed the lag gauge)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from workers.connection import librdkafka_config
+from workers.logs import kafka_logger
 from workers.settings import Settings
 
 # Statistics (and so the lag metric) every LAG_EVERY seconds.
@@ -19,7 +26,7 @@ class Clients:
     """Client configurations for one worker: its connection settings, group and identity."""
 
     def __init__(self, settings: Settings, instance: str) -> None:
-        self.base = librdkafka_config(settings)
+        self.base = {**librdkafka_config(settings), "logger": kafka_logger()}
         self.group = settings.kafka.group_id
         self.instance = instance
 
@@ -59,6 +66,8 @@ class Clients:
             "group.id": f"{self.group}-{purpose}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            "statistics.interval.ms": int(LAG_EVERY * 1000),
+            "stats_cb": kafka_logger().stats,
         }
 
     def batch_consumer(self, *, read_committed: bool, stats_cb: Any) -> dict[str, Any]:

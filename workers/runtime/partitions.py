@@ -36,9 +36,6 @@ class Partitions:
     def state_of(self, partition: int) -> PartitionState | None:
         return self.states.get(partition)
 
-    def assign(self, partition: int) -> None:
-        self.restore([partition])
-
     def restore(self, partitions: list[int]) -> None:
         """Rebuild the state of each partition not held yet from the changelog (from the
         local checkpoint, if any), all with one reader: a restart resumes in the time it
@@ -52,19 +49,20 @@ class Partitions:
                 return
             started = time.monotonic()
             applied = self._fill(backends)
+            restored = {p: PartitionState(p, backend) for p, backend in backends.items()}
+            timers = {p: self.timers.restore(p, state) for p, state in restored.items()}
         except BaseException:
-            for backend in backends.values():
+            for p, backend in backends.items():
+                self.timers.drop(p)
                 backend.close()  # a RocksDB store keeps its lock until closed
             raise
-        for p, backend in backends.items():
-            state = PartitionState(p, backend)
-            timers = self.timers.restore(p, state)
+        for p, state in restored.items():
             self.states[p] = state
             log.info(
                 "partition %d restored: %d changelog records, %d open SLA timers",
                 p,
                 applied[p],
-                timers,
+                timers[p],
             )
         log.info("%d partitions restored in %.2f s", len(backends), time.monotonic() - started)
 

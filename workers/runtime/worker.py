@@ -123,7 +123,7 @@ class Worker:
         self.topology = Topology(self.config, self.accounts, self.metrics, self.clock, partitions)
         topics = [*self.input_topics, self.internal_topic]
         self.consumer.subscribe(
-            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            topics, on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_revoke
         )
         log.info(
             "worker %s consuming %d topics (%s)",
@@ -184,14 +184,14 @@ class Worker:
         self.health.ready = False
 
     # ------------------------------------------------------------------ rebalancing
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.partitions.restore(
             [tp.partition for tp in partitions if tp.topic == self.internal_topic]
         )
         self.health.ready = True
         log.info("assigned %d partitions", len(partitions))
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             if tp.topic == self.internal_topic:
                 self.partitions.drop(tp.partition)
