@@ -44,12 +44,14 @@ INVALID_REASONS = (
 )
 PROCESSING_ERROR = "processing_error"  # a record the worker failed on (a bug), parked
 
+# E-mail events that flag a lead for good (the flag is also the disqualification reason).
+EMAIL_FLAGS = {
+    "unsubscribe": "unsubscribed",
+    "bounce": "bounced",
+    "spam_complaint": "spam_complaint",
+}
 # Why a qualified lead is kept from routing (leadrouter_leads_disqualified_total{reason}).
-DISQUALIFY_REASONS = (
-    "unsubscribed",
-    "bounced",
-    "spam_complaint",
-    "competitor",
-    "disposable",
-    "no_consent",
-)
+COMPETITOR, DISPOSABLE, NO_CONSENT = "competitor", "disposable", "no_consent"
+DISQUALIFY_REASONS = (*EMAIL_FLAGS.values(), COMPETITOR, DISPOSABLE, NO_CONSENT)
+# Outcomes after which a lead may be routed again, once the recycle period has passed.
+RECYCLING = ("lost", "rejected")

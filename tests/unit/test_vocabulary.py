@@ -25,4 +25,6 @@ def test_validation_metrics_and_core_share_the_vocabularies():
     assert set(vocabulary.AD_PLATFORMS) == AD_PLATFORMS
     assert set(ACTIVITY_RANK) == set(vocabulary.ACTIVITY_TYPES)
     assert all(ACTIVITY_RANK[k] == ACTIVITY_RANK["won"] for k in vocabulary.CLOSING)
+    assert set(vocabulary.EMAIL_FLAGS) <= EMAIL_TYPES
+    assert set(vocabulary.RECYCLING) <= set(vocabulary.CLOSING)
     assert set(CHANNEL_TOPIC.values()) == {cat.FORM_FILLS, cat.EMAIL_EVENTS, cat.AD_CLICKS}

