@@ -18,10 +18,16 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    IncompatibleBrokerVersion,
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnsupportedVersionError,
+)
 
 from topics.catalogue import ACCOUNTS, TopicSpec, catalogue
 from workers.connection import kafka_python_config
+from workers.logs import broker_reachable
 from workers.settings import Config
 
 log = logging.getLogger("leadrouter.admin")
@@ -51,12 +57,14 @@ def _admin(
         if stop is not None and stop.is_set():
             raise Stopped()
         try:
-            return KafkaAdminClient(
+            admin = KafkaAdminClient(
                 **kafka_python_config(config.settings),
                 request_timeout_ms=5000,
                 bootstrap_timeout_ms=3000,
                 reconnect_backoff_max_ms=1000,
             )
+            broker_reachable()  # ends an outage kafka-python's logs announced (workers/logs.py)
+            return admin
         except KafkaError:
             if time.monotonic() > end:
                 raise
@@ -67,7 +75,14 @@ def _admin(
 
 
 def _describe(admin: KafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict[str, Any]]:
-    """Existing topics among `specs`: partition count and the configs the catalogue sets."""
+    """Existing topics among `specs`: partition count and those of the catalogue's configs
+    that the broker reports (a key it does not report is absent, not None).
+
+    Every config of each topic is asked for, and the catalogue's keys are picked out here:
+    Tansu (the embedded broker) cannot decode a DescribeConfigs that names keys, in any
+    request version, and drops the connection (its log: KafkaProtocol(StringWithoutLength)).
+    Tansu reports only the keys set on a topic (at creation or since), each as
+    DEFAULT_CONFIG, hence the "all" filter."""
     existing = set(admin.list_topics())
     present = [s for s in specs if s.name in existing]
     if not present:
@@ -75,23 +90,29 @@ def _describe(admin: KafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict
     partitions = {
         t["name"]: len(t["partitions"]) for t in admin.describe_topics([s.name for s in present])
     }
-    resources = [
-        ConfigResource(ConfigResourceType.TOPIC, s.name, configs=dict.fromkeys(s.config))
-        for s in present
-    ]
+    resources = [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in present]
     described = admin.describe_configs(resources, config_filter="all")
-    configs: dict[str, dict[str, str]] = {}
+    configs: dict[str, dict[str, str | None]] = {}
     for by_name in described.values():
         for name, entries in by_name.items():
             configs[name] = {k: (v or {}).get("value") for k, v in entries.items()}
     return {
-        s.name: {"partitions": partitions.get(s.name, 0), "config": configs.get(s.name, {})}
+        s.name: {
+            "partitions": partitions.get(s.name, 0),
+            "config": {k: v for k, v in configs.get(s.name, {}).items() if k in s.config},
+        }
         for s in present
     }
 
 
+def _unreported(spec: TopicSpec, have: dict[str, Any]) -> list[str]:
+    return [key for key in spec.config if key not in have["config"]]
+
+
 def drift(config: Config) -> list[str]:
-    """Every difference between the broker and the catalogue, one line each."""
+    """Every difference between the broker and the catalogue, one line each. A config the
+    broker does not report is not a difference: it is logged as a warning (it cannot be
+    checked here), since guessing the broker's default would report drift that is not."""
     specs = specs_for(config)
     admin = _admin(config)
     try:
@@ -109,17 +130,27 @@ def drift(config: Config) -> list[str]:
                 f"{spec.name}: {have['partitions']} partitions, catalogue says {spec.partitions}"
             )
         for key, want in spec.config.items():
-            if have["config"].get(key) != want:
-                problems.append(
-                    f"{spec.name}: {key}={have['config'].get(key)}, catalogue says {want}"
-                )
+            if key not in have["config"]:
+                continue
+            if have["config"][key] != want:
+                problems.append(f"{spec.name}: {key}={have['config'][key]}, catalogue says {want}")
+        for key in _unreported(spec, have):
+            log.warning(
+                "%s: %s not reported by this broker, so it cannot be checked (catalogue says "
+                "%s; `leadrouter topics apply` sets it)",
+                spec.name,
+                key,
+                spec.config[key],
+                extra={"topic": spec.name, "config": key},
+            )
     return problems
 
 
 def apply(
     config: Config, *, only_missing: bool = False, stop: threading.Event | None = None
 ) -> list[str]:
-    """Create what is missing and correct what drifted; returns what was done."""
+    """Create what is missing and correct what drifted; returns what was done. Run again,
+    it does nothing, on Apache Kafka as on Tansu."""
     specs = specs_for(config)
     admin = _admin(config, stop=stop)
     done: list[str] = []
@@ -146,36 +177,81 @@ def apply(
             done += [f"{s.name}: created ({s.partitions} partitions)" for s in missing]
         if only_missing:
             return done
-        grow = {
-            s.name: s.partitions
-            for s in specs
-            if s.name in actual and actual[s.name]["partitions"] < s.partitions
-        }
-        if grow:
-            admin.create_partitions(grow)
-            done += [f"{name}: partitions raised to {n}" for name, n in grow.items()]
-        for s in specs:
-            if s.name in actual and actual[s.name]["partitions"] > s.partitions:
-                done.append(f"{s.name}: has more partitions than the catalogue; left as is")
-        for s in specs:
-            have = actual.get(s.name)
-            if have is None:
-                continue
-            changed = {k: v for k, v in s.config.items() if have["config"].get(k) != v}
-            if changed:
-                admin.alter_configs(
-                    [
-                        ConfigResource(
-                            ConfigResourceType.TOPIC,
-                            s.name,
-                            configs={k: ("SET", v) for k, v in changed.items()},
-                        )
-                    ],
-                    incremental=True,
-                )
-                done.append(f"{s.name}: set {', '.join(f'{k}={v}' for k, v in changed.items())}")
+        done += _grow(admin, specs, actual)
+        done += _set_configs(admin, specs, actual)
     finally:
         admin.close()
+    return done
+
+
+def _grow(
+    admin: KafkaAdminClient, specs: list[TopicSpec], actual: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Raise partition counts to the catalogue's; never lower them (Kafka cannot)."""
+    done = []
+    grow = {
+        s.name: s.partitions
+        for s in specs
+        if s.name in actual and actual[s.name]["partitions"] < s.partitions
+    }
+    if grow:
+        try:
+            admin.create_partitions(grow)
+            done += [f"{name}: partitions raised to {n}" for name, n in grow.items()]
+        except (IncompatibleBrokerVersion, UnsupportedVersionError):
+            # Tansu 0.6 does not offer CreatePartitions at all.
+            for name, n in grow.items():
+                line = (
+                    f"{name}: {actual[name]['partitions']} partitions, catalogue says {n}; "
+                    "this broker cannot add partitions (no CreatePartitions), left as is"
+                )
+                log.warning("%s", line)
+                done.append(line)
+    for s in specs:
+        if s.name in actual and actual[s.name]["partitions"] > s.partitions:
+            done.append(f"{s.name}: has more partitions than the catalogue; left as is")
+    return done
+
+
+def _set_configs(
+    admin: KafkaAdminClient, specs: list[TopicSpec], actual: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Set every config that differs from the catalogue or that the broker does not report
+    (setting it is harmless, and a broker that stores what it is given, like Tansu, reports
+    it from then on). Incremental only: Tansu has no legacy AlterConfigs, and a legacy
+    AlterConfigs would reset every key not named. Keys are not validated against a describe
+    first (raise_on_unknown): Tansu describes only keys already set; the broker itself
+    rejects a key it does not know, and that answer is checked here."""
+    done = []
+    for s in specs:
+        have = actual.get(s.name)
+        if have is None:
+            continue
+        changed = {k: v for k, v in s.config.items() if have["config"].get(k) != v}
+        if not changed:
+            continue
+        result = admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    s.name,
+                    configs={k: ("SET", v) for k, v in changed.items()},
+                )
+            ],
+            incremental=True,
+            raise_on_unknown=False,
+        )
+        outcome = result.get("topic", {}).get(s.name, "OK")
+        if outcome != "OK":
+            raise KafkaError(f"{s.name}: setting {', '.join(changed)} failed: {outcome}")
+        unreported = set(_unreported(s, have))
+        done.append(
+            f"{s.name}: set "
+            + ", ".join(
+                f"{k}={v}" + (" (was not reported by this broker)" if k in unreported else "")
+                for k, v in changed.items()
+            )
+        )
     return done
 
 

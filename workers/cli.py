@@ -24,19 +24,8 @@ from typing import Any, NoReturn
 
 import click
 
+from workers.logs import configure_logging
 from workers.settings import Config, ConfigError, load_config
-
-
-def _configure_logging(level: str) -> None:
-    """Explicit, so no library's DEBUG records are built on the hot path (FAUST-NOTES)."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("kafka", "aiokafka", "faust", "mode"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def _load(config_dir: str | None) -> Config:
@@ -47,7 +36,7 @@ def _load(config_dir: str | None) -> Config:
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(2)
-    _configure_logging(config.settings.log_level)
+    configure_logging(config.settings.log_level)
     for warning in config.warnings:
         logging.getLogger("leadrouter.config").warning("%s", warning)
     return config

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from topics import catalogue as cat
 from topics.records import RoutedLead, SalesActivity, read_committed
 from workers.connection import faust_broker, librdkafka_config
+from workers.logs import kafka_logger
 from workers.settings import Config
 from workers.simulate import SalesTeam
 
@@ -82,7 +83,11 @@ def start_from_now(config: Config, deadline: float = 15.0) -> None:
     coordinator or partition leader yet) are retried until `deadline`; if the commit is
     still refused (the group is busy), the app reads those partitions from the start."""
     consumer = Consumer(
-        {**librdkafka_config(config.settings), "group.id": group_id(config), "log_level": 3}
+        {
+            **librdkafka_config(config.settings),
+            "group.id": group_id(config),
+            "logger": kafka_logger(),
+        }
     )
     end = time.monotonic() + deadline
     try:

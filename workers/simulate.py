@@ -468,11 +468,17 @@ def run_simulation(
 
     from workers.admin import ensure_topics
     from workers.connection import librdkafka_config
+    from workers.logs import kafka_logger
     from workers.sales_team import SalesTeamApp
 
     ensure_topics(config)
     producer = Producer(
-        {**librdkafka_config(config.settings), "linger.ms": 5, "enable.idempotence": True}
+        {
+            **librdkafka_config(config.settings),
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "logger": kafka_logger(),
+        }
     )
     traffic = Traffic(config, seed, malformed_share)
     sales = SalesTeamApp(config, SalesTeam(config, seed, sales_delay_scale)).start()

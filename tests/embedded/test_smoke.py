@@ -1,5 +1,12 @@
 """A smoke subset on the embedded Tansu broker (the one `leadrouter demo` starts), and the
-demo itself: it runs, shows a summary with routed leads and stops everything it started."""
+demo itself: it runs, shows a summary with routed leads and stops everything it started.
+
+The admin commands run here as on Apache Kafka (issue 18): `topics apply` twice changes
+nothing the second time and `topics check` right after says the topics match. What Tansu
+0.6 answers differently, and how workers/admin.py copes: it drops the connection on a
+DescribeConfigs that names keys (so every config is asked for), it reports only the configs
+set on a topic (a key it never got is "not reported", not drift), it has no
+CreatePartitions (partitions cannot be raised there) and no legacy AlterConfigs."""
 
 from __future__ import annotations
 
@@ -9,10 +16,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import orjson
 import pytest
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
 from tests.integration.test_pipeline import ROUTED, form
 from tests.support.worker import LEADROUTER, Topics, WorkerProcess, always_open_config, unique
@@ -81,20 +90,33 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path):
     routed = int(out.strip().splitlines()[-1].removeprefix("routed leads: "))
     assert routed > 0
     assert "fast-lane=" in out
-    # nothing left behind: no Tansu broker process outlives the demo
-    survivors = subprocess.run(["pgrep", "-f", "tansu.*broker"], capture_output=True, text=True)
-    assert str(result.returncode) and not [
-        pid for pid in survivors.stdout.split() if _parent_gone_child_of(pid)
-    ]
+    # nothing left behind: the Tansu this demo started (it says where) is gone with it
+    started = re.search(r"embedded broker \(Tansu\) on (127\.0\.0\.1:\d+)", out)
+    assert started, out[:2000]
+    listener = f"tcp://{started[1]}"
+    assert not _processes_with(listener), f"the demo's broker ({listener}) outlived it"
 
 
-def _parent_gone_child_of(pid: str) -> bool:
-    """A Tansu whose parent is init was orphaned by a demo; our own fixture's is not."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().split()
-    except OSError:
-        return False
-    return stat[3] == "1"
+def test_the_leftover_check_sees_a_running_broker(tansu: EmbeddedBroker):
+    """The check above can fail: it finds a Tansu that is running."""
+    assert tansu.process is not None
+    assert _processes_with(f"tcp://{tansu.bootstrap_servers}") == [tansu.process.pid]
+
+
+def _processes_with(argument: str) -> list[int]:
+    """Processes whose command line has `argument` (read from /proc: no pgrep pattern to
+    match too much or too little)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if argument.encode() in args:
+            found.append(int(entry.name))
+    return found
 
 
 def test_demo_stops_on_ctrl_c(tmp_path: Path):
@@ -119,3 +141,122 @@ def test_demo_stops_on_ctrl_c(tmp_path: Path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- admin commands
+def leadrouter(*args: str, bootstrap: str, prefix: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, on the embedded broker, for one topic prefix."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("LEADROUTER_", "KAFKA_"))},
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LEADROUTER_TOPIC_PREFIX": prefix,
+    }
+    return subprocess.run(
+        [str(LEADROUTER), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def topic_names(prefix: str) -> list[str]:
+    specs = cat.catalogue(
+        ["fast-lane", "enterprise-amer", "enterprise-emea", "enterprise-apac", "mid-market", "smb"],
+        prefix=prefix,
+    )
+    return [s.name for s in specs]
+
+
+def test_topics_apply_twice_and_check_twice_on_embedded_broker(tansu: EmbeddedBroker):
+    prefix = unique("adm") + "."
+    run = partial(leadrouter, bootstrap=tansu.bootstrap_servers, prefix=prefix)
+    names = topic_names(prefix)
+
+    before = run("topics", "check")
+    assert before.returncode == 1, before.stderr
+    assert before.stdout.splitlines() == [f"{n}: missing" for n in names]
+    assert "drift: 14 differences" in before.stderr
+
+    first = run("topics", "apply")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        *(f"{n}: created (6 partitions)" for n in names),
+        "14 topics in the catalogue; 14 changes",
+    ]
+    for attempt in (1, 2):
+        again = run("topics", "apply")
+        assert again.returncode == 0, f"apply #{attempt + 1}: {again.stderr[-3000:]}"
+        assert again.stdout == "14 topics in the catalogue; 0 changes\n", again.stdout
+    for attempt in (1, 2):
+        ok = run("topics", "check")
+        assert ok.returncode == 0, f"check #{attempt}: {ok.stdout}{ok.stderr[-3000:]}"
+        assert ok.stdout == "ok: 14 topics match the catalogue\n"
+        assert "not reported" not in ok.stderr
+
+    # drift made behind leadrouter's back is seen exactly, and apply puts it right
+    accounts = f"{prefix}reference.accounts"
+    admin = KafkaAdminClient(bootstrap_servers=tansu.bootstrap_servers)
+    try:
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC, accounts, configs={"cleanup.policy": "delete"}
+                )
+            ],
+            incremental=True,
+            raise_on_unknown=False,
+        )
+    finally:
+        admin.close()
+    drifted = run("topics", "check")
+    assert drifted.returncode == 1
+    assert drifted.stdout == f"{accounts}: cleanup.policy=delete, catalogue says compact\n"
+    assert "drift: 1 differences" in drifted.stderr
+    fixed = run("topics", "apply")
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.splitlines() == [
+        f"{accounts}: set cleanup.policy=compact",
+        "14 topics in the catalogue; 1 changes",
+    ]
+    assert run("topics", "check").returncode == 0
+
+
+def test_what_tansu_cannot_report_or_change_is_said_not_hidden(tansu: EmbeddedBroker):
+    """Topics someone else created: one without configs (Tansu then reports none), one with
+    too few partitions (Tansu cannot add any)."""
+    prefix = unique("bare") + "."
+    run = partial(leadrouter, bootstrap=tansu.bootstrap_servers, prefix=prefix)
+    accounts, deadletter = f"{prefix}reference.accounts", f"{prefix}leads.deadletter"
+    admin = KafkaAdminClient(bootstrap_servers=tansu.bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(accounts, 6, 1), NewTopic(deadletter, 3, 1)])
+    finally:
+        admin.close()
+
+    check = run("topics", "check")
+    assert check.returncode == 1
+    assert f"{deadletter}: 3 partitions, catalogue says 6" in check.stdout.splitlines()
+    assert accounts not in check.stdout  # not reported is not drift ...
+    assert f"{accounts}: cleanup.policy not reported by this broker" in check.stderr  # ... said
+    assert f"{deadletter}: retention.ms not reported by this broker" in check.stderr
+
+    first = run("topics", "apply")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert f"{accounts}: set cleanup.policy=compact (was not reported by this broker)" in lines
+    assert (
+        f"{deadletter}: set cleanup.policy=delete (was not reported by this broker), "
+        f"retention.ms=2419200000 (was not reported by this broker)"
+    ) in lines
+    cannot = (
+        f"{deadletter}: 3 partitions, catalogue says 6; this broker cannot add partitions "
+        "(no CreatePartitions), left as is"
+    )
+    assert cannot in lines
+    assert lines[-1] == "14 topics in the catalogue; 15 changes"  # 12 created, 2 set, 1 note
+
+    again = run("topics", "apply")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [cannot, "14 topics in the catalogue; 1 changes"]
+    for _ in (1, 2):
+        after = run("topics", "check")
+        assert after.returncode == 1  # the partitions, and only they
+        assert after.stdout == f"{deadletter}: 3 partitions, catalogue says 6\n"
+        assert "not reported" not in after.stderr
