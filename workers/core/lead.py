@@ -122,7 +122,7 @@ class Lead:
     def _score(self, lead: dict[str, Any], touches: list[Touch], now: float) -> None:
         scoring = self.ctx.scoring
         for t in touches:
-            detail = t.get("form_id") if t.channel == "form" else t.get("type")
+            detail = t.data.get("form_id" if t.channel == "form" else "type")
             label, points = score.touch_points(scoring, t.channel, detail)
             score.add_touch(lead["engagement"], scoring, label, points, t.at)
         fit_points = sum(p for _, _, p in lead["fit"])

@@ -20,9 +20,9 @@ MQL = "mql"
 
 def trigger(ctx: Context, lead: dict[str, Any], touch: Touch) -> str | None:
     """`fast_lane`, `mql`, or None when this touch does not qualify the lead."""
-    channel = touch.channel
-    if (channel == "form" and touch.get("form_id") in ctx.fast_forms) or (
-        channel == "email" and touch.get("type") in ctx.fast_email
+    channel, data = touch.channel, touch.data
+    if (channel == "form" and data.get("form_id") in ctx.fast_forms) or (
+        channel == "email" and data.get("type") in ctx.fast_email
     ):
         return FAST_LANE
     if lead["score"]["total"] >= ctx.scoring.mql_threshold:
