@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -33,7 +33,9 @@ from topics.records import RoutedLead, SalesActivity, read_committed
 from workers.connection import faust_broker, librdkafka_config
 from workers.logs import kafka_logger
 from workers.settings import Config
-from workers.simulate import SalesTeam
+
+if TYPE_CHECKING:  # the decisions are handed in by run_simulation, which imports this module
+    from workers.simulate import SalesTeam
 
 log = logging.getLogger(__name__)
 
