@@ -49,7 +49,7 @@ def test_demo_request_routes_at_once_with_rep_and_trace(lane, started):
     started()
     lane.topics.send(cat.FORM_FILLS, form("jane@acme-corp.com", "demo-request", **expect.JANE))
     lane.topics.flush()
-    records = lane.topics.read(ROUTED, lambda r: len(r) >= 1, 60, "a routed lead")
+    records = lane.topics.read(ROUTED, lambda r: len(r) >= 1, 60, "a routed lead", group=lane.group)
     assert len(records) == 1
     record = records[0]
     assert record.topic == lane.prefix + "leads.routed.fast-lane"
@@ -127,7 +127,9 @@ def test_touches_on_routed_lead_are_activity_not_reassignment(lane, started):
         cat.EMAIL_EVENTS, {"event_id": "m1", "occurred_at": now(), "email": email, "type": "click"}
     )
     lane.topics.flush()
-    leads = values(lane.topics.read(ROUTED, lambda r: len(r) >= 3, 60, "two activities"))
+    leads = values(
+        lane.topics.read(ROUTED, lambda r: len(r) >= 3, 60, "two activities", group=lane.group)
+    )
     expect.activity_not_reassignment(leads)
 
 
@@ -173,7 +175,7 @@ def test_each_malformed_record_goes_to_the_dead_letter_topic(lane, started):
     lane.topics.send(cat.FORM_FILLS, form("after@acme-corp.com", "demo-request"))
     lane.topics.flush()
     dead = lane.topics.read(
-        [cat.DEADLETTER], lambda r: len(r) >= len(MALFORMED), 60, "dead letters"
+        [cat.DEADLETTER], lambda r: len(r) >= len(MALFORMED), 60, "dead letters", group=lane.group
     )
     by_key = {r.key: r for r in dead}
     assert len(dead) == len(MALFORMED)
@@ -205,6 +207,8 @@ def test_restart_mid_stream_routes_nobody_twice(lane, started, how):
         lane.topics.send(cat.FORM_FILLS, form(email, "demo-request", i))
     lane.topics.flush()
     started("w1")
-    records = lane.topics.read(ROUTED, lambda r: len(r) >= 60, 90, "all sixty leads")
+    records = lane.topics.read(
+        ROUTED, lambda r: len(r) >= 60, 90, "all sixty leads", group=lane.group
+    )
     assigned = [v["lead_id"] for v in values(records) if v["event"] == "lead.assigned"]
     assert sorted(assigned) == sorted(lead_id(e) for e in emails), "each lead exactly once"

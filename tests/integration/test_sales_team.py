@@ -62,6 +62,7 @@ def test_faust_sales_team_answers_routed_leads(lane, started):
                 lambda r: len(r) >= sales.counts.sales,
                 60,
                 "every answer on sales.activities",
+                drain=True,
             )
         ]
         assert sales.error is None

@@ -9,7 +9,8 @@ held to it record by record. Then all of them go through a real worker:
 - every record is on the dead-letter topic exactly once, byte for byte, with its reason,
   and nothing is routed; the worker's counters agree record for record;
 - its memory is bounded: the second half of the flood does not grow it, and the peak
-  stays within the consumer's bounded prefetch of its idle size;
+  stays within the consumer's bounded prefetch of its idle size (each size taken once it
+  holds still, not after a fixed pause: `steady_rss`, `trimmed_rss`);
 - no payload (log-injection CRLF, ANSI escapes, template and shell strings) reaches the
   worker's log.
 """
@@ -40,10 +41,11 @@ from tests.support.faults import (
     wait_settled,
 )
 from tests.support.metrics import scrape, value
-from tests.support.worker import wait_until
+from tests.support.worker import patience, wait_until
 from topics import catalogue as cat
 from topics.contracts import REASONS, normalise_email, parse
 from workers.core.identity import lead_id
+from workers.runtime.memory import TRIM_EVERY
 
 pytestmark = pytest.mark.integration
 MAX_BYTES = 65536  # config/settings.yaml ingest.max_event_bytes
@@ -462,6 +464,32 @@ def test_a_time_with_junk_before_its_offset_is_dead_lettered(when):
     assert got.reason == "invalid_time"
 
 
+def steady_rss(pid: int, what: str) -> float:
+    """The process's RSS once it holds still: five samples a quarter second apart within
+    1 MiB of each other (a worker just ready may still be starting up)."""
+    samples: list[float] = []
+
+    def steady() -> float | None:
+        samples.append(rss_mb(pid))
+        last = samples[-5:]
+        return last[-1] if len(last) == 5 and max(last) - min(last) <= 1.0 else None
+
+    return wait_until(steady, patience(60), f"the RSS of {what} to hold still", every=0.25)
+
+
+def trimmed_rss(pid: int) -> float:
+    """The worker's RSS with freed memory handed back: once caught up it calls malloc_trim
+    at most every TRIM_EVERY seconds, so the lowest RSS over a little more than that is its
+    size after a trim, whatever the moment it is taken (right after a flood, the RSS still
+    holds freed read-ahead buffers until the next trim)."""
+    end = time.monotonic() + TRIM_EVERY + patience(3)
+    low = rss_mb(pid)
+    while time.monotonic() < end:
+        time.sleep(0.2)
+        low = min(low, rss_mb(pid))
+    return low
+
+
 def poison_run(rig: Rig, count: int, seed: int) -> dict:
     started = time.monotonic()
     cases = generate(count, seed) + oversized(max(12, count // 400))
@@ -477,15 +505,14 @@ def poison_run(rig: Rig, count: int, seed: int) -> dict:
     half = len(records) // 2
     worker = rig.worker("w1").launch().wait_ready()
     pid = worker.pid
-    time.sleep(1)  # let the freshly started worker settle before the baseline
-    idle = rss_mb(pid)
+    idle = steady_rss(pid, "the idle worker")
     with MemoryWatch(pid) as watch:
         produce_all(rig.bootstrap, rig.prefix, records[:half])
-        wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=180)
-        after_first = rss_mb(pid)
+        wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=patience(180))
+        after_first = trimmed_rss(pid)
         produce_all(rig.bootstrap, rig.prefix, records[half:])
-        wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=180)
-        after_second = rss_mb(pid)
+        wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=patience(180))
+        after_second = trimmed_rss(pid)
     # the worker is still working: a valid lead after the flood is routed
     email = f"after.flood@{tag}.com"
     after = {
@@ -500,7 +527,10 @@ def poison_run(rig: Rig, count: int, seed: int) -> dict:
         got = read_all(rig.bootstrap, [rig.prefix + t for t in ROUTED])
         return got if got else None
 
-    got = wait_until(routed, 60, "the valid lead sent after the flood to be routed")
+    wait_until(routed, patience(60), "the valid lead sent after the flood to be routed")
+    # read again once all work is done, so that a second routing would be seen too
+    wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=patience(60))
+    got = read_all(rig.bootstrap, [rig.prefix + t for t in ROUTED])
     assert [r.key for r in got] == [lead_id(email).encode()], "only the valid lead is routed"
     assert worker.alive() and worker.pid == pid, "the worker restarted or died"
 

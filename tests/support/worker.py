@@ -20,12 +20,22 @@ from typing import Any
 
 import orjson
 import yaml
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from topics import catalogue as cat
 from workers.embedded import free_port
 from workers.settings import DEFAULT_CONFIG_DIR
 
 LEADROUTER = Path(sys.executable).parent / "leadrouter"
+# Deadlines are generous for a loaded two-core machine already; a slower one can stretch
+# every deadline that goes through `patience` (LEADROUTER_TEST_SLOWDOWN=3: three times).
+SLOWDOWN = max(1.0, float(os.environ.get("LEADROUTER_TEST_SLOWDOWN") or 1))
+
+
+def patience(seconds: float) -> float:
+    """A deadline of `seconds`, stretched by LEADROUTER_TEST_SLOWDOWN. Only for deadlines
+    (how long to wait for a condition before giving up), never for what a test asserts."""
+    return seconds * SLOWDOWN
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -160,22 +170,29 @@ class Topics:
         self.producer.flush(30)
 
     def read(
-        self, topics: Iterable[str], until: Callable[[list[Any]], bool], timeout: float, what: str
+        self,
+        topics: Iterable[str],
+        until: Callable[[list[Any]], bool],
+        timeout: float,
+        what: str,
+        *,
+        drain: bool = False,
+        group: str | None = None,
     ) -> list[Any]:
-        """Every committed record on `topics` from the beginning, once `until(records)` holds."""
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            consumer_timeout_ms=200,
-        )
+        """Every committed record on `topics` from the beginning, once `until(records)` holds.
+
+        Without `drain` the read stops at the first poll after which `until` holds, so an
+        exact count asserted on the result cannot see a record committed after those.
+        drain: then read on to the topics' ends (read_committed: the last stable offset),
+        taken after `until` held: what is on the broker by then is all in the result.
+        group: the worker's consumer group (implies drain): before taking the ends, wait
+        until that group has processed every committed record of its input and internal
+        topics (`wait_processed`), so that whatever those records make (a duplicate
+        included) is on the broker and in the result. Each phase has `timeout` seconds."""
+        consumer = self._reader()
         names = [self.prefix + t for t in topics]
         try:
-            wait_until(
-                lambda: all(consumer.partitions_for_topic(n) for n in names), 30, f"topics {names}"
-            )
-            tps = [TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n)]
-            consumer.assign(tps)
+            tps = self._assign(consumer, names)
             consumer.seek_to_beginning(*tps)
             records: list[Any] = []
             end = time.monotonic() + timeout
@@ -186,9 +203,96 @@ class Topics:
                     )
                 for batch in consumer.poll(timeout_ms=200).values():
                     records.extend(batch)
+            if group is not None:
+                self.wait_processed(group, timeout)
+            if drain or group is not None:
+                self._drain(consumer, tps, records, timeout, what)
             return records
         finally:
             consumer.close()
+
+    def wait_processed(self, group: str, timeout: float) -> None:
+        """Wait until consumer group `group` (a worker's) has committed its position past
+        every committed record on its input topics and its internal topic: the worker has
+        nothing left to do, and everything it made of them is committed on the broker.
+
+        Judged by reading, from the group's committed offset to the partition's end, for a
+        record it has not processed: a transaction marker after the last record (every
+        exactly_once batch leaves one) is not work."""
+        names = [self.prefix + t for t in (*cat.INPUT_KINDS, cat.INTERNAL)]
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        probe = self._reader()
+        try:
+            tps = self._assign(probe, names)
+
+            def processed() -> bool:
+                committed = admin.list_group_offsets({group: None}).get(group) or {}
+                for tp in tps:
+                    at = committed.get(tp)
+                    if at is not None and at.offset >= 0:
+                        probe.seek(tp, at.offset)
+                    else:
+                        probe.seek_to_beginning(tp)
+                ends = probe.end_offsets(tps)
+                stalled = time.monotonic() + 10
+                while any(probe.position(tp) < ends[tp] for tp in tps):
+                    if any(probe.poll(timeout_ms=200).values()):
+                        return False  # a record the group has not committed past
+                    if time.monotonic() > stalled:
+                        return False
+                return True
+
+            wait_until(
+                processed,
+                timeout,
+                f"group {group} to process every record of its inputs and internal topic",
+                every=0.2,
+            )
+        finally:
+            probe.close()
+            admin.close()
+
+    def _reader(self) -> KafkaConsumer:
+        return KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            consumer_timeout_ms=200,
+        )
+
+    @staticmethod
+    def _assign(consumer: KafkaConsumer, names: list[str]) -> list[TopicPartition]:
+        wait_until(
+            lambda: all(consumer.partitions_for_topic(n) for n in names),
+            patience(30),
+            f"topics {names}",
+        )
+        tps = [TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n)]
+        consumer.assign(tps)
+        return tps
+
+    @staticmethod
+    def _drain(
+        consumer: KafkaConsumer,
+        tps: list[TopicPartition],
+        records: list[Any],
+        timeout: float,
+        what: str,
+    ) -> None:
+        """Read on until every partition's position reaches its end offset taken now."""
+        ends = consumer.end_offsets(tps)
+        end = time.monotonic() + timeout
+        while True:
+            behind = [tp for tp in tps if consumer.position(tp) < ends[tp]]
+            if not behind:
+                return
+            if time.monotonic() > end:
+                raise AssertionError(
+                    f"timed out after {timeout:.0f}s reading {what} to the end; "
+                    f"got {len(records)}, {len(behind)} partitions short of their end"
+                )
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
 
     def close(self) -> None:
         self.producer.close()
