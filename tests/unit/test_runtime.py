@@ -58,23 +58,9 @@ def settings(env: dict[str, str]) -> Settings:
     return load_config(env=env).settings
 
 
-class Msg:
-    """The part of `confluent_kafka.Message` the runtime reads."""
-
-    def __init__(self, topic: str, partition: int, offset: int, ts: int = 0) -> None:
-        self._topic, self._partition, self._offset, self._ts = topic, partition, offset, ts
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
+def Msg(topic: str, partition: int, offset: int, ts: int = 0) -> Message:
+    """A real `confluent_kafka.Message`, as the consumer hands one over."""
+    return Message(topic=topic, partition=partition, offset=offset, timestamp=(1, ts))
 
 
 def wait_for(condition, seconds: float = 5.0) -> None:
@@ -458,10 +444,7 @@ def test_auto_uses_transactions_when_the_probe_reads_back(monkeypatch, plain_cli
             self.assigned = [(tp.topic, tp.partition, tp.offset) for tp in tps]
 
         def consume(self, n: int, timeout: float) -> list[Any]:
-            probe = Msg(CHANGELOG, 0, 40)
-            probe.error = lambda: None  # type: ignore[attr-defined]
-            probe.key = lambda: PROBE_KEY  # type: ignore[attr-defined]
-            return [probe]
+            return [Message(topic=CHANGELOG, partition=0, offset=40, key=PROBE_KEY)]
 
         def close(self) -> None:
             self.closed = True

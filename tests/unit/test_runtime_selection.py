@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from workers.runtime import selection
 from workers.runtime.selection import CLICK_WAIT, FIRST_RECORD_WAIT, Selection
@@ -20,39 +20,18 @@ INTERNAL = "p.leadrouter.internal"
 OFFSET_INVALID = -1001
 
 
-class Msg:
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        ts: int,
-        value: bytes | None = b"{}",
-        error: KafkaError | None = None,
-    ) -> None:
-        self._topic, self._partition, self._offset, self._ts = topic, partition, offset, ts
-        self._value, self._error = value, error
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def error(self) -> KafkaError | None:
-        return self._error
-
-    def __repr__(self) -> str:
-        return f"Msg({self._topic}/{self._partition}@{self._offset} t={self._ts})"
+def Msg(
+    topic: str,
+    partition: int,
+    offset: int,
+    ts: int,
+    value: bytes | None = b"{}",
+    error: KafkaError | None = None,
+) -> Message:
+    """A real `confluent_kafka.Message`, as the consumer hands one over."""
+    return Message(
+        topic=topic, partition=partition, offset=offset, timestamp=(1, ts), value=value, error=error
+    )
 
 
 def form(offset: int, ts: int, visitor: bool = True, partition: int = 0) -> Msg:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from workers.core.enrich import AccountBook
 from workers.runtime import accounts, partitions
@@ -32,32 +32,15 @@ def settings(**env: str) -> Settings:
     return load_config(env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", **env}).settings
 
 
-class Msg:
-    def __init__(
-        self,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        error: KafkaError | None = None,
-    ) -> None:
-        self._partition, self._offset, self._key, self._value = partition, offset, key, value
-        self._error = error
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def error(self) -> KafkaError | None:
-        return self._error
+def Msg(
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    error: KafkaError | None = None,
+) -> Message:
+    """A real `confluent_kafka.Message`, as a reader hands one over."""
+    return Message(partition=partition, offset=offset, key=key, value=value, error=error)
 
 
 def js(value: Any) -> bytes:
