@@ -10,6 +10,7 @@ field is only ever added, never renamed. Unknown fields of a touch are kept in `
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import orjson
@@ -60,7 +61,9 @@ class Assign:
 
 @dataclass(slots=True)
 class Assigned:
-    """The queue desk's answer to the lead: where it went, by which rule and strategy."""
+    """The queue desk's answer to the lead: where it went, by which rule and strategy.
+    `trigger`, the qualifying event's id, is new since 0.1.0 (which ignores it): the lead
+    keeps it for what is published from its state later (a hand-out, a reassignment)."""
 
     KIND: ClassVar[str] = "assigned"
     queue: str
@@ -69,6 +72,64 @@ class Assigned:
     assignment: str
     routed_at: float
     sla_due: float
+    trigger: str | None = None
+
+
+@dataclass(slots=True)
+class Reassign:
+    """A lead whose SLA passed with no first touch asks a desk for another rep: its own
+    queue's (`why` reassign) or the queue it escalates to (`why` escalate). `exclude`: the
+    reps it has had, who are not given it again; `at` the breach, `given_at` when the
+    previous rep was given the lead (their counts for it are taken back)."""
+
+    KIND: ClassVar[str] = "reassign"
+    lead: str
+    queue: str
+    previous_rep: str
+    previous_queue: str
+    exclude: list[str]
+    why: str
+    at: float
+    given_at: float
+
+
+@dataclass(slots=True)
+class Handed:
+    """A desk gives a lead to a rep after its routing: from the waiting line (`why`
+    waiting), or on a reassignment or escalation. `at`, when it was given, grows with each
+    hand-over of a lead, so an answer given twice is known; `rep` None: nobody was free."""
+
+    KIND: ClassVar[str] = "handed"
+    lead: str
+    queue: str
+    rep: str | None
+    previous_rep: str | None
+    assignment: str
+    why: str
+    at: float
+    sla_due: float
+    waited: float
+    steps: list[str]
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A rep touched a lead while it waited in its queue's line: it leaves the line, and
+    the rep's counts include it."""
+
+    KIND: ClassVar[str] = "claimed"
+    lead: str
+    rep: str | None
+
+
+@dataclass(slots=True)
+class Withdraw:
+    """A rep no longer has a lead this desk gave them (it moved to another queue, or a rep
+    had touched it first): their counts for it are taken back."""
+
+    KIND: ClassVar[str] = "withdraw"
+    rep: str
+    at: float
 
 
 @dataclass(slots=True)
@@ -101,7 +162,31 @@ class SlaDue:
     lead: str
 
 
-Message = Touch | VisitorTouch | Assign | Assigned | Release | Feedback | SlaDue
+@dataclass(slots=True)
+class DeskDue:
+    """A queue desk's timer fired: hand out waiting leads (never on the wire either)."""
+
+    KIND: ClassVar[str] = "desk_due"
+    queue: str
+
+
+Message = (
+    Touch
+    | VisitorTouch
+    | Assign
+    | Assigned
+    | Release
+    | Feedback
+    | SlaDue
+    | Reassign
+    | Handed
+    | Claimed
+    | Withdraw
+    | DeskDue
+)
+# Sent between workers as their fields, in declaration order: added after release 0.1.0,
+# so no earlier wire form to keep.
+_PLAIN: tuple[type, ...] = (Reassign, Handed, Claimed, Withdraw)
 
 
 class UnknownMessage(ValueError):
@@ -144,9 +229,12 @@ def wire(msg: Message) -> dict[str, Any]:
             "assignment": msg.assignment,
             "routed_at": msg.routed_at,
             "sla_due": msg.sla_due,
+            **({"trigger": msg.trigger} if msg.trigger is not None else {}),
         }
     if isinstance(msg, Release):
         return {"k": msg.KIND, "rep": msg.rep}
+    if isinstance(msg, _PLAIN):
+        return {"k": msg.KIND, **{name: getattr(msg, name) for name in msg.__slots__}}
     if isinstance(msg, Feedback):
         return {
             "k": msg.KIND,
@@ -217,7 +305,12 @@ def _assigned(obj: dict[str, Any]) -> Assigned:
         obj["assignment"],
         obj["routed_at"],
         obj["sla_due"],
+        obj.get("trigger"),
     )
+
+
+def _plain(cls: type, obj: dict[str, Any]) -> Message:
+    return cls(*(obj[name] for name in cls.__slots__))
 
 
 def _feedback(obj: dict[str, Any]) -> Feedback:
@@ -239,6 +332,7 @@ _DECODERS: dict[str, Any] = {
     Assigned.KIND: _assigned,
     Release.KIND: lambda obj: Release(obj["rep"]),
     Feedback.KIND: _feedback,
+    **{cls.KIND: partial(_plain, cls) for cls in _PLAIN},
 }
 
 

@@ -186,14 +186,21 @@ class RoutedLead:
     routed_at: str | None = field(metadata={"format": "date-time"})
     sla_due_at: str | None = field(metadata={"format": "date-time"})
     activity: Activity | None = None
+    previous_rep_id: str | None = None
 
 
 def encode_routed(lead: RoutedLead) -> bytes:
-    """The record value on `leads.routed.<queue>`: JSON, `activity` only on `lead.activity`."""
+    """The record value on `leads.routed.<queue>`: JSON, `activity` only on `lead.activity`
+    and `previous_rep_id` only on `lead.reassigned` (both last, so one cut drops them)."""
+    out = orjson.dumps(lead)
+    if lead.previous_rep_id is None:
+        if lead.activity is None:
+            return out[: out.rfind(b',"activity":null')] + b"}"
+        return out[: out.rfind(b',"previous_rep_id":null')] + b"}"
     if lead.activity is None:
-        out = orjson.dumps(lead)
-        return out[: out.rfind(b',"activity":null')] + b"}"
-    return orjson.dumps(lead)
+        cut = out.rfind(b',"activity":null')
+        return out[:cut] + out[cut + len(b',"activity":null') :]
+    return out
 
 
 PUBLIC_VALUES: dict[str, type] = {

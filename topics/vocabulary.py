@@ -21,7 +21,10 @@ CLOSING = ("won", "lost", "rejected")
 
 LEAD_ASSIGNED = "lead.assigned"  # a lead routed to a queue (and a rep, when one is free)
 LEAD_ACTIVITY = "lead.activity"  # a touch on a lead already routed, for its owner
-ROUTED_EVENTS = (LEAD_ASSIGNED, LEAD_ACTIVITY)
+# a lead taken from its rep after an SLA breach and given to another (same queue or the
+# queue it escalates to): `rep_id` the new rep, `previous_rep_id` the one who lost it
+LEAD_REASSIGNED = "lead.reassigned"
+ROUTED_EVENTS = (LEAD_ASSIGNED, LEAD_ACTIVITY, LEAD_REASSIGNED)
 
 # Input kinds (which contract a topic carries) and the channel each marketing kind is.
 FORM_FILL = "form_fill"

@@ -12,7 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from topics.catalogue import INPUT_KINDS, SALES_ACTIVITIES
 from topics.vocabulary import (
@@ -138,6 +140,21 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.wait_h = Histogram(
+            "leadrouter_lead_wait_seconds",
+            "Time a routed lead waited in its queue's line before a rep was given it",
+            ["queue"],
+            buckets=SALES_BUCKETS,
+            registry=r,
+        )
+        self.reassigned_c = Counter(
+            "leadrouter_leads_reassigned",
+            "Leads whose SLA passed with no first touch, by the queue they were in, the "
+            "action (reassign, escalate) and its outcome (reassigned, nobody_available)",
+            ["queue", "action", "outcome"],
+            registry=r,
+        )
+        self.lines = WaitingLines(r)
         self.batch_process = self.batch_seconds.labels("process")
         self.batch_commit = self.batch_seconds.labels("commit")
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -158,6 +175,7 @@ class Metrics:
             self._child(self.sla_breaches, queue)
             self._child(self.unassigned_c, queue, "no_rep_available")
             self._child(self.speed_to_lead_h, queue)
+            self._child(self.wait_h, queue)
             for outcome in CONVERSIONS:
                 self._child(self.conversion_h, queue, outcome)
         for topic in (*CHANNEL_TOPIC.values(), SALES_ACTIVITIES):
@@ -240,6 +258,40 @@ class Metrics:
 
     def sla_breach(self, queue: str) -> None:
         self._count(self.sla_breaches, queue)
+
+    def waited(self, queue: str, seconds: float) -> None:
+        self._child(self.wait_h, queue).observe(seconds)
+
+    def reassigned(self, queue: str, action: str, outcome: str) -> None:
+        self._count(self.reassigned_c, queue, action, outcome)
+
+
+class WaitingLines(Collector):
+    """Leads waiting per queue and how long the oldest has waited, read at scrape time from
+    what the worker last saw of the queue desks it owns. A worker shows only the queues
+    whose desk it owns, so a sum over workers counts each line once."""
+
+    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time):
+        self.lines: dict[str, tuple[int, float | None]] = {}
+        self.clock = clock
+        registry.register(self)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        lines, now = self.lines, self.clock()
+        waiting = GaugeMetricFamily(
+            "leadrouter_leads_waiting",
+            "Routed leads waiting in their queue's line for a rep",
+            labels=["queue"],
+        )
+        oldest = GaugeMetricFamily(
+            "leadrouter_waiting_oldest_seconds",
+            "How long the oldest lead in a queue's line has waited (0 when none waits)",
+            labels=["queue"],
+        )
+        for queue, (count, since) in sorted(lines.items()):
+            waiting.add_metric([queue], count)
+            oldest.add_metric([queue], max(0.0, now - since) if since is not None else 0.0)
+        return [waiting, oldest]
 
 
 def _observe_many(histogram: Histogram, values: list[float]) -> None:

@@ -233,15 +233,43 @@ class Rule(Strict):
     queue: str
 
 
+class OnSlaBreach(Strict):
+    """What the queue desk does when a rep lets a lead's SLA pass with no first touch:
+    `notify` counts the breach (as always), `reassign` gives the lead to the next available
+    rep of the queue (at most `max_reassignments` times; then `escalate_to`, if set),
+    `escalate` moves it to the queue `escalate_to`."""
+
+    action: Literal["notify", "reassign", "escalate"] = "notify"
+    max_reassignments: int = Field(1, ge=1, le=20)
+    escalate_to: str | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> OnSlaBreach:
+        if self.action == "escalate" and self.escalate_to is None:
+            raise ValueError("escalate needs escalate_to: the queue the lead moves to")
+        return self
+
+
 class Queue(Strict):
     strategy: Literal["round_robin", "weighted", "least_loaded"]
     sla_minutes: float = Field(gt=0)
     reps: tuple[str, ...] = ()
+    on_sla_breach: OnSlaBreach = OnSlaBreach()
+
+
+class Handout(Strict):
+    """How a queue's waiting leads are handed out when reps come in: oldest first, at most
+    `per_rep` to each available rep at a time, again every `every_minutes` while leads
+    wait, so the first rep online is not flooded with the night's backlog."""
+
+    per_rep: int = Field(3, ge=1, le=1000)
+    every_minutes: float = Field(5, gt=0, le=24 * 60)
 
 
 class Routing(Strict):
     account_owner_precedence: bool = True
     fairness_window_hours: float = Field(24, gt=0, le=24 * 90)
+    handout: Handout = Handout()
     queues: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")], Queue]
     rules: tuple[Rule, ...]
     default_queue: str
@@ -634,7 +662,7 @@ HINTS: dict[str, Hint] = {
         "hugo.dubois]}",
     ),
     "Queue": _h(
-        "a queue (its strategy, SLA and reps)",
+        "a queue (its strategy, SLA, reps and what an SLA breach does)",
         "smb: {strategy: round_robin, sla_minutes: 1440, reps: [noah.brown, olivia.davis]}",
     ),
     "Queue.strategy": _h("how the queue picks a rep", "strategy: round_robin"),
@@ -647,6 +675,46 @@ HINTS: dict[str, Hint] = {
         "reps: [noah.brown, olivia.davis]",
     ),
     "Queue.reps[]": _h("a rep id from reps.yaml", "- noah.brown"),
+    "Queue.on_sla_breach": _h(
+        "what happens when a lead's SLA passes with no first touch: action notify, reassign "
+        "or escalate, with max_reassignments and escalate_to",
+        "on_sla_breach: {action: reassign, max_reassignments: 1, escalate_to: mid-market}",
+    ),
+    "OnSlaBreach": _h(
+        "what happens on an SLA breach (action, max_reassignments, escalate_to)",
+        "on_sla_breach: {action: reassign, max_reassignments: 1}",
+    ),
+    "OnSlaBreach.action": _h(
+        "notify (count the breach), reassign (to the next available rep of the queue) or "
+        "escalate (to the queue escalate_to)",
+        "action: reassign",
+    ),
+    "OnSlaBreach.max_reassignments": _h(
+        "how many times a lead may be reassigned within the queue, a whole number from 1 to 20",
+        "max_reassignments: 1",
+    ),
+    "OnSlaBreach.escalate_to": _h(
+        "the queue a breached lead moves to (after its reassignments, with reassign), the "
+        "name of another queue",
+        "escalate_to: mid-market",
+    ),
+    "Routing.handout": _h(
+        "how waiting leads are handed out as reps come in: per_rep (leads to each available "
+        "rep at a time) and every_minutes (how often while leads wait)",
+        "handout: {per_rep: 3, every_minutes: 5}",
+    ),
+    "Handout": _h(
+        "how waiting leads are handed out (per_rep, every_minutes)",
+        "handout: {per_rep: 3, every_minutes: 5}",
+    ),
+    "Handout.per_rep": _h(
+        "the waiting leads each available rep is given at a time, a whole number from 1 to 1000",
+        "per_rep: 3",
+    ),
+    "Handout.every_minutes": _h(
+        "the minutes between hand-outs while leads wait, a number above 0 (at most a day)",
+        "every_minutes: 5",
+    ),
     "Routing.rules": _h(
         "a list of rules, tried in order (the first that holds chooses the queue), each with "
         "a name, a condition (when) and a queue",
@@ -1096,6 +1164,7 @@ def _routing_references(
                     )
                 )
             seen.add(name)
+    out += _escalations(file, queues, queue_names)
     if reps:
         known = f" ({_some([str(r) for r in reps])})"
         for qname, queue in queues.items():
@@ -1113,6 +1182,49 @@ def _routing_references(
                             ),
                         )
                     )
+    return out
+
+
+def _escalations(file: str, queues: dict[str, Any], queue_names: str) -> list[ConfigProblem]:
+    """Every `escalate_to` names another queue, and following them never comes back: a
+    lead escalated round a cycle would move between queues for ever."""
+    out = []
+    target: dict[str, str] = {}
+    for qname, queue in queues.items():
+        breach = _mapping(_mapping(queue).get("on_sla_breach"))
+        to = breach.get("escalate_to")
+        if to is None:
+            continue
+        path = f"queues.{qname}.on_sla_breach.escalate_to"
+        if to not in queues or to == qname:
+            what = (
+                f"unknown queue {to!r}" if to not in queues else "a queue cannot escalate to itself"
+            )
+            hint = HINTS["OnSlaBreach.escalate_to"]
+            out.append(ConfigProblem(file, path, _phrase(what, hint, queue_names)))
+            continue
+        target[qname] = to
+    reported: set[str] = set()
+    for start in target:
+        seen = [start]
+        while (nxt := target.get(seen[-1])) is not None and nxt not in seen:
+            seen.append(nxt)
+        if nxt is not None and start == nxt and not reported & set(seen):
+            reported |= set(seen)
+            cycle = " -> ".join([*seen, start])
+            out.append(
+                ConfigProblem(
+                    file,
+                    f"queues.{start}.on_sla_breach.escalate_to",
+                    _phrase(
+                        f"escalation goes round in a cycle ({cycle})",
+                        Hint(
+                            "escalations that end in a queue that does not escalate",
+                            "escalate_to: smb",
+                        ),
+                    ),
+                )
+            )
     return out
 
 

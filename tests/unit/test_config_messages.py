@@ -475,9 +475,10 @@ CASES = [
                 "queues.smb.stratgy",
                 (
                     "unknown key 'stratgy' (did you mean 'strategy'?). Expected one of the "
-                    "keys of a queue (its strategy, SLA and reps): strategy, sla_minutes or "
-                    "reps; for example: smb: {strategy: round_robin, sla_minutes: 1440, "
-                    "reps: [noah.brown, olivia.davis]}"
+                    "keys of a queue (its strategy, SLA, reps and what an SLA breach does): "
+                    "strategy, sla_minutes, reps or on_sla_breach; for example: smb: "
+                    "{strategy: round_robin, sla_minutes: 1440, reps: [noah.brown, "
+                    "olivia.davis]}"
                 ),
             ),
         ],

@@ -93,7 +93,11 @@ def test_same_input_publishes_what_the_previous_release_published():
             },
         )
     assert [p[2] for p in line.published] == OLD_STATE["published"]
-    assert line.state.data == OLD_STATE["state"]
+    # Only added since: the lead's qualifying event id (`trigger`, for what a desk publishes
+    # later from the lead's state: a hand-out from the waiting line, a reassignment).
+    now = line.state.data
+    assert now[lead].pop("trigger") == "f1"
+    assert now == OLD_STATE["state"]
 
 
 def test_state_written_by_the_previous_release_is_continued():

@@ -104,4 +104,7 @@ def test_records_write_the_contracts_json():
     assert "__faust" not in value
     check = Draft202012Validator(schemas.load("sales.activities"))
     assert list(check.iter_errors(value)) == []
-    assert orjson.loads(records.RoutedLead.from_data(dict(routed()[1])).dumps()) == routed()[1]
+    # Faust writes a nullable field the value lacks as null (`previous_rep_id`, only on
+    # lead.reassigned): the same object to any reader of the contract.
+    written = orjson.loads(records.RoutedLead.from_data(dict(routed()[1])).dumps())
+    assert written == {**routed()[1], "previous_rep_id": None}

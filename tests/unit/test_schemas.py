@@ -139,7 +139,7 @@ def test_routed_leads_validate():
     [
         lambda lead: lead.pop("lead_id"),
         lambda lead: lead["score"].pop("grade"),
-        lambda lead: lead.update(event="lead.reassigned"),
+        lambda lead: lead.update(event="lead.deleted"),
         lambda lead: lead["reason"].update(trace="not a list"),
         lambda lead: lead.update(email="no-at-sign"),
     ],

@@ -8,7 +8,7 @@ instead of receiving every lead until the counts even out.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -71,6 +71,34 @@ def record_assignment(
     stats["last"] = now
 
 
+def withdraw(desk: dict[str, Any], rep_id: str, rep: Rep | None, at: float) -> None:
+    """Take back the counts of a lead `rep_id` was given at `at` and no longer has (it was
+    reassigned): open load, today's count and the fairness window move with the lead."""
+    stats = desk.setdefault("reps", {}).setdefault(rep_id, {})
+    stats["open"] = max(0, stats.get("open", 0) - 1)
+    hours = stats.get("hours") or {}
+    hour = str(int(at // HOUR))
+    if hours.get(hour, 0) > 0:
+        hours[hour] -= 1
+    day, count = stats.get("day") or (None, 0)
+    if rep is not None and day == local_time(rep, at).date().isoformat() and count > 0:
+        stats["day"] = [day, count - 1]
+
+
+def next_change(rep: Rep, now: float) -> float:
+    """The next moment `rep` may become available: their working day's start later today,
+    or their next local midnight (a new day: capacity, absences and working days change)."""
+    zone = _zone(rep.timezone)
+    local = datetime.fromtimestamp(now, zone)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), zone)
+    out = midnight.timestamp()
+    hours = rep.working_hours
+    if hours is not None and local.time() < hours.start:
+        start = datetime.combine(local.date(), hours.start, zone).timestamp()
+        out = min(out, start)
+    return out
+
+
 def release(desk: dict[str, Any], rep_id: str) -> None:
     """A lead of `rep_id` closed (won, lost, rejected): one less open for least_loaded."""
     stats = desk.setdefault("reps", {}).setdefault(rep_id, {})
@@ -85,14 +113,17 @@ def pick_rep(
     now: float,
     window_hours: float,
     preferred: str | None = None,
+    exclude: frozenset[str] | set[str] = frozenset(),
+    skipped: dict[str, str] | None = None,
 ) -> tuple[str | None, list[str]]:
-    """The rep for the next lead of this queue and the steps that chose them.
+    """The rep for the next lead of this queue and the steps that chose them, passing over
+    the reps in `exclude` and those `skipped` names with why (a reason for the trace).
 
     Mutates `desk` (the queue's state) when a rep is chosen.
     """
     trace: list[str] = []
     all_stats = desk.setdefault("reps", {})
-    if preferred is not None and preferred in reps:
+    if preferred is not None and preferred in reps and preferred not in exclude:
         why = unavailable_because(reps[preferred], all_stats.get(preferred, {}), now)
         if why is None:
             trace.append(f"account owner {preferred} is available")
@@ -102,13 +133,18 @@ def pick_rep(
 
     available: list[str] = []
     for rep_id in queue.reps:
-        why = unavailable_because(reps[rep_id], all_stats.get(rep_id, {}), now)
+        if rep_id in exclude:
+            trace.append(f"{rep_id} skipped: had this lead already")
+            continue
+        why = (skipped or {}).get(rep_id) or unavailable_because(
+            reps[rep_id], all_stats.get(rep_id, {}), now
+        )
         if why is None:
             available.append(rep_id)
         else:
             trace.append(f"{rep_id} skipped: {why}")
     if not available:
-        trace.append(f"nobody in {queue_name} is available: lead left unassigned")
+        trace.append(f"nobody in {queue_name} is available")
         return None, trace
 
     if queue.strategy == "round_robin":

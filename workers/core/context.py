@@ -3,7 +3,8 @@ the accounts table, the recorder of facts and the clock; and the small protocols
 the domain core and whatever runs it (state, recorder, effects).
 
 State is a key-value view owned by one partition: leads by lead id, visitors by
-`v:<anonymous_id>`, queue desks by `q:<queue>`, open SLA timers by `s:<lead_id>`. Values
+`v:<anonymous_id>`, queue desks (with their waiting lines and timers) by `q:<queue>`, open
+SLA timers by `s:<lead_id>`. Values
 are plain dicts: they are the state changelog's versioned format.
 """
 
@@ -58,12 +59,15 @@ class Recorder(Protocol):
     def speed_to_lead(self, queue: str, seconds: float) -> None: ...
     def conversion(self, queue: str, source: str, outcome: str, seconds: float) -> None: ...
     def sla_breach(self, queue: str) -> None: ...
+    def waited(self, queue: str, seconds: float) -> None: ...
+    def reassigned(self, queue: str, action: str, outcome: str) -> None: ...
 
 
 @dataclass(slots=True)
 class Effects:
     """What a handler asks of the runtime: `internal` (key, message) for the key's owner,
-    `published` (queue, RoutedLead) for sales, `timers` (due, lead id)."""
+    `published` (queue, RoutedLead) for sales, `timers` (due, key): a lead's SLA by its
+    lead id, a queue desk's hand-out by `q:<queue>`."""
 
     internal: list[tuple[str, Message]] = field(default_factory=list)
     published: list[tuple[str, RoutedLead]] = field(default_factory=list)

@@ -5,7 +5,7 @@ or rejected lead may be routed again after the recycle period."""
 
 from __future__ import annotations
 
-from topics.messages import Feedback, Release
+from topics.messages import Claimed, Feedback, Release
 from topics.vocabulary import ACTIVITY_TYPES, CLOSING, CONVERSIONS, FIRST_CONTACT, RECYCLING
 from workers.core import sla
 from workers.core.context import Context, Effects, State, fingerprint, queue_desk_key, source_label
@@ -49,6 +49,9 @@ class SalesFeedback:
                 lead["first_contact_at"] = act.at
                 self.recorder.speed_to_lead(queue, elapsed)
                 sla.stop(lead_id, state)
+                if lead.get("rep") is None:  # a rep took it while it waited in the line
+                    lead["rep"] = act.rep_id
+                    fx.internal.append((queue_desk_key(queue), Claimed(lead_id, act.rep_id)))
             if kind in CONVERSIONS and lead.get("outcome") != kind:
                 lead["outcome"] = kind
                 self.recorder.conversion(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from topics.messages import Assign, Assigned, Touch
+from topics.messages import Assign, Assigned, Handed, Touch, Withdraw
 from workers.core import enrich, identity, publish, qualify, route, score, sla
 from workers.core.context import Context, Effects, State, fingerprint, queue_desk_key, source_label
 from workers.core.visitor import expand_click
@@ -17,8 +17,21 @@ from workers.core.visitor import expand_click
 # A lead waiting for its queue desk's answer keeps the touches meanwhile (bounded) to publish
 # them as activity once routed; with the desk on another worker the wait is a round trip.
 MAX_HELD_TOUCHES = 20
+# The reps a lead has had, not given it again on a reassignment (bounded: escalations end).
+MAX_REPS_REMEMBERED = 25
 HELD_FIELDS = ("type", "form_id", "at")  # after its event id and channel, `ch`
-ROUTING_FIELDS = ("queue", "rep", "routed_at", "sla_due", "first_contact_at", "outcome")
+ROUTING_FIELDS = (
+    "queue",
+    "rep",
+    "routed_at",
+    "sla_due",
+    "first_contact_at",
+    "outcome",
+    "given_at",
+    "had",
+    "reassigned",
+    "trigger",
+)
 
 
 def new_lead(lead_id: str) -> dict[str, Any]:
@@ -175,6 +188,8 @@ class Lead:
             routed_at=answer.routed_at,
             sla_due=answer.sla_due,
         )
+        if answer.trigger is not None:
+            lead["trigger"] = answer.trigger
         lead.pop("recyclable_at", None)
         lead.pop("sla_breached", None)
         # Touches that arrived while the queue desk was deciding happened after the lead
@@ -185,6 +200,61 @@ class Lead:
             )
         state.put(lead_id, lead)
         sla.start(lead_id, answer.sla_due, state, fx)
+
+    def on_handed(self, lead_id: str, handed: Handed, state: State, fx: Effects) -> None:
+        """A desk gave the lead to a rep after its routing: from the waiting line, or after
+        an SLA breach. Published to the rep's queue (and, when the lead changes queue, to
+        the previous queue's too, so the first rep's tool can take it away)."""
+        lead = state.get(lead_id)
+        if lead is None or lead.get("state") != "routed":
+            if lead is None and handed.rep is not None:
+                fx.internal.append((queue_desk_key(handed.queue), Withdraw(handed.rep, handed.at)))
+            return
+        if handed.at <= (lead.get("given_at") or lead.get("routed_at") or 0):
+            return  # given again after a crash: this lead had kept the first answer
+        if handed.rep is None:  # a reassignment found nobody: the lead stays where it is
+            self.recorder.reassigned(lead["queue"], handed.why, "nobody_available")
+            escalate_to = self.ctx.routing.queues[lead["queue"]].on_sla_breach.escalate_to
+            if handed.why == "reassign" and escalate_to is not None:
+                fx.internal.append(
+                    (queue_desk_key(escalate_to), sla.reassign(lead, escalate_to, "escalate"))
+                )
+            lead["given_at"] = handed.at
+            state.put(lead_id, lead)
+            return
+        taken = lead.get("first_contact_at") is not None or lead.get("closed")
+        if taken or (handed.previous_rep or None) != lead.get("rep"):
+            # A rep touched the lead first, or it moved on meanwhile: the desk's counts go back.
+            fx.internal.append((queue_desk_key(handed.queue), Withdraw(handed.rep, handed.at)))
+            lead["given_at"] = handed.at
+            state.put(lead_id, lead)
+            return
+        previous_queue = lead["queue"]
+        if handed.why == "escalate" and previous_queue != handed.queue and handed.previous_rep:
+            given = lead.get("given_at") or lead["routed_at"]
+            fx.internal.append(
+                (queue_desk_key(previous_queue), Withdraw(handed.previous_rep, given))
+            )
+        if handed.why == "waiting":
+            self.recorder.waited(handed.queue, handed.waited)
+        else:
+            self.recorder.reassigned(previous_queue, handed.why, "reassigned")
+        lead.update(
+            queue=handed.queue,
+            rep=handed.rep,
+            assignment=handed.assignment,
+            given_at=handed.at,
+            sla_due=handed.sla_due,
+        )
+        had = lead.get("had") or ([handed.previous_rep] if handed.previous_rep else [])
+        lead["had"] = [*had, handed.rep][-MAX_REPS_REMEMBERED:]
+        lead["reassigned"] = lead.get("reassigned", 0) + 1 if handed.why == "reassign" else 0
+        routed = publish.handed(self.ctx, lead, handed)
+        fx.published.append((handed.queue, routed))
+        if previous_queue != handed.queue and handed.previous_rep:
+            fx.published.append((previous_queue, routed))
+        state.put(lead_id, lead)
+        sla.start(lead_id, handed.sla_due, state, fx)
 
 
 def _hold(lead: dict[str, Any], touch: Touch) -> None:

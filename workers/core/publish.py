@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from topics.messages import Assigned, Touch
+from topics.messages import Assigned, Handed, Touch
 from topics.public import Activity, Company, Reason, RoutedLead, Score, Source
-from topics.vocabulary import LEAD_ACTIVITY, LEAD_ASSIGNED
+from topics.vocabulary import LEAD_ACTIVITY, LEAD_ASSIGNED, LEAD_REASSIGNED
 from workers.core import score
 from workers.core.context import Context, iso
 
@@ -85,6 +85,20 @@ def assigned(draft: RoutedLead, answer: Assigned, steps: list[str]) -> RoutedLea
         sla_due_at=iso(answer.sla_due),
         reason=Reason(draft.reason.rule, answer.assignment, [*draft.reason.trace, *steps]),
     )
+
+
+def handed(ctx: Context, lead: dict[str, Any], answer: Handed) -> RoutedLead:
+    """A lead given to a rep after its routing (the lead's state already updated):
+    `lead.assigned` from the waiting line, `lead.reassigned` from another rep. `routed_at`
+    stays the routing's: speed to lead runs from there."""
+    trigger = Touch("form", lead.get("trigger") or "", answer.at, 0.0, lead["id"], {})
+    event = LEAD_ASSIGNED if answer.previous_rep is None else LEAD_REASSIGNED
+    trace = [f"given to {answer.rep} in {answer.queue} ({answer.why})", *answer.steps]
+    out = _routed_lead(
+        ctx, lead, trigger, event, Reason(lead.get("rule"), answer.assignment, trace)
+    )
+    out.previous_rep_id = answer.previous_rep
+    return out
 
 
 def activity(ctx: Context, lead: dict[str, Any], touch: Touch) -> RoutedLead:

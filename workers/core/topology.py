@@ -30,17 +30,22 @@ from topics.contracts import Invalid
 from topics.messages import (
     Assign,
     Assigned,
+    Claimed,
+    DeskDue,
     Feedback,
+    Handed,
     Message,
+    Reassign,
     Release,
     SlaDue,
     Touch,
     UnknownMessage,
     VisitorTouch,
+    Withdraw,
 )
 from topics.public import encode_routed
 from topics.vocabulary import PROCESSING_ERROR
-from workers.core.context import Context, Effects, Recorder, State
+from workers.core.context import QUEUE_DESK, Context, Effects, Recorder, State
 from workers.core.enrich import AccountBook
 from workers.core.feedback import SalesFeedback
 from workers.core.ingest import ingest
@@ -128,7 +133,7 @@ class Sink(Protocol):
 
     def publish(self, topic: str, key: bytes, value: bytes, event: str) -> None: ...
     def hand_over(self, partition: int, key: bytes, value: bytes) -> None: ...
-    def set_timer(self, partition: int, due: float, lead_id: str) -> None: ...
+    def set_timer(self, partition: int, due: float, key: str) -> None: ...
     def dead_letter(self, letter: DeadLetter) -> None: ...
 
 
@@ -156,8 +161,8 @@ class Collector:
     def hand_over(self, partition: int, key: bytes, value: bytes) -> None:
         self.out.handed_over.append((partition, key, value))
 
-    def set_timer(self, partition: int, due: float, lead_id: str) -> None:
-        self.out.timers.append((partition, due, lead_id))
+    def set_timer(self, partition: int, due: float, key: str) -> None:
+        self.out.timers.append((partition, due, key))
 
     def dead_letter(self, letter: DeadLetter) -> None:
         self.out.dead_letters.append(letter)
@@ -202,6 +207,11 @@ class Topology:
             Assign: desk.on_assign,
             Assigned: lead.on_assigned,
             Release: desk.on_release,
+            Reassign: desk.on_reassign,
+            Claimed: desk.on_claimed,
+            Withdraw: desk.on_withdraw,
+            DeskDue: desk.on_due,
+            Handed: lead.on_handed,
             Feedback: SalesFeedback(self.ctx).on_activity,
             SlaDue: Sla(self.ctx).on_due,
         }
@@ -237,9 +247,14 @@ class Topology:
         state_of: Callable[[int], State | None],
         sink: Sink,
     ) -> None:
-        """Timers that came due: (partition, lead id)."""
-        for p, lead_id in due:
-            self._handle(p, lead_id, SlaDue(lead_id), state_of, sink, None)
+        """Timers that came due: (partition, key): a lead's SLA (its lead id) or a queue
+        desk's hand-out (`q:<queue>`)."""
+        for p, key in due:
+            if key.startswith(QUEUE_DESK):
+                message: Message = DeskDue(key[len(QUEUE_DESK) :])
+            else:
+                message = SlaDue(key)
+            self._handle(p, key, message, state_of, sink, None)
             self._drain(state_of, sink)
 
     def run(
@@ -343,8 +358,8 @@ class Topology:
                 encode_routed(routed),
                 routed.event,
             )
-        for due, lead_id in effects.timers:
-            sink.set_timer(p, due, lead_id)
+        for due, key in effects.timers:
+            sink.set_timer(p, due, key)
 
 
 def _parked(message: Message) -> bytes:

@@ -48,8 +48,8 @@ class KafkaSink:
     def hand_over(self, partition: int, key: bytes, value: bytes) -> None:
         self.produce(self.internal_topic, key, value, partition=partition)
 
-    def set_timer(self, partition: int, due: float, lead_id: str) -> None:
-        self.timers.set(partition, due, lead_id)
+    def set_timer(self, partition: int, due: float, key: str) -> None:
+        self.timers.set(partition, due, key)
 
     def dead_letter(self, letter: DeadLetter) -> None:
         self.produce(

@@ -23,7 +23,9 @@ from kafka.errors import KafkaError as KafkaPythonError
 from topics import catalogue as cat
 from workers import admin
 from workers.connection import instance_id
+from workers.core.context import queue_desk_key
 from workers.core.enrich import AccountBook
+from workers.core.queue_desk import waiting_line
 from workers.core.topology import Topology
 from workers.metrics import Health, Metrics, serve
 from workers.runtime.accounts import AccountsReader
@@ -189,12 +191,14 @@ class Worker:
             [tp.partition for tp in partitions if tp.topic == self.internal_topic]
         )
         self.health.ready = True
+        self._show_lines()
         log.info("assigned %d partitions", len(partitions))
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             if tp.topic == self.internal_topic:
                 self.partitions.drop(tp.partition)
+        self._show_lines()
         log.info("revoked %d partitions", len(partitions))
 
     # ------------------------------------------------------------------ the batch
@@ -225,4 +229,18 @@ class Worker:
         self.metrics.flush()
         if batch:
             self.metrics.batch_size.observe(len(batch))
+        self._show_lines()
         settle_garbage()
+
+    def _show_lines(self) -> None:
+        """The waiting lines of the queue desks this worker owns, for the metrics."""
+        topology, states = self.topology, self.partitions.states
+        if topology is None:
+            return
+        lines = {}
+        for queue in self.config.routing.queues:
+            key = queue_desk_key(queue)
+            state = states.get(topology.owner(key))
+            if state is not None:
+                lines[queue] = waiting_line(state.get(key))
+        self.metrics.lines.lines = lines
