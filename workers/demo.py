@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workers import admin
+from workers.core import assign
+from workers.core.queue_desk import duration
 from workers.embedded import EmbeddedBroker, free_port
 from workers.metrics import Metrics
 from workers.runtime.worker import Worker
@@ -77,8 +79,9 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return prev_bound
 
 
-def summary(metrics: Metrics) -> dict[str, Any]:
-    """The figures the live view shows, read from the worker's own metrics."""
+def summary(metrics: Metrics, config: Config | None = None) -> dict[str, Any]:
+    """The figures the live view shows, read from the worker's own metrics (and, with the
+    configuration, why a queue's leads wait)."""
     out: dict[str, Any] = {
         "events": {},
         "generated": {},
@@ -90,6 +93,9 @@ def summary(metrics: Metrics) -> dict[str, Any]:
         "speed_to_lead": {},
         "contacted": 0,
         "contacted_by_queue": {},
+        "waiting": {},
+        "oldest_wait": {},
+        "reassigned": {},
     }
     speed: dict[str, list[tuple[float, float]]] = {}
     speed_all: dict[float, float] = {}
@@ -117,6 +123,16 @@ def summary(metrics: Metrics) -> dict[str, Any]:
                 le = float(labels["le"])
                 speed.setdefault(labels["queue"], []).append((le, value))
                 speed_all[le] = speed_all.get(le, 0) + value
+            elif sample.name == "leadrouter_leads_waiting":
+                out["waiting"][labels["queue"]] = value
+            elif sample.name == "leadrouter_waiting_oldest_seconds":
+                out["oldest_wait"][labels["queue"]] = value
+            elif (
+                sample.name == "leadrouter_leads_reassigned_total"
+                and labels["outcome"] == "reassigned"
+            ):
+                q = labels["queue"]
+                out["reassigned"][q] = out["reassigned"].get(q, 0) + value
             elif sample.name == "leadrouter_speed_to_lead_seconds_count":
                 # a first sales touch is one observation: the leads contacted
                 out["contacted"] += value
@@ -126,6 +142,28 @@ def summary(metrics: Metrics) -> dict[str, Any]:
         out["speed_to_lead"][queue] = (quantile(buckets, 0.5), quantile(buckets, 0.9))
     merged = sorted(speed_all.items())
     out["speed_to_lead_all"] = (quantile(merged, 0.5), quantile(merged, 0.9))
+    out["waiting_why"] = why_waiting(config, out, time.time()) if config is not None else {}
+    return out
+
+
+def why_waiting(config: Config, s: dict[str, Any], now: float) -> dict[str, str]:
+    """Why each queue with waiting leads has nobody to give them to, in the reps' terms:
+    their working hours and absences now (capacity is the desk's to know: what is left)."""
+    out = {}
+    reps = config.reps.reps
+    for queue, n in s["waiting"].items():
+        if not n or queue not in config.routing.queues:
+            continue
+        members = config.routing.queues[queue].reps
+        reasons = [assign.unavailable_because(reps[r], {}, now) or "" for r in members]
+        if not members:
+            out[queue] = "the queue has no reps"
+        elif all(r.startswith(("outside working hours", "not a working day")) for r in reasons):
+            out[queue] = "nobody in working hours"
+        elif all(r for r in reasons):
+            out[queue] = "nobody in working hours or in office"
+        else:
+            out[queue] = "reps in office are at capacity or have their share for now"
     return out
 
 
@@ -144,9 +182,15 @@ def render(s: dict[str, Any], elapsed: float, metrics_url: str) -> str:
         if count:
             events.setdefault(topic.split(".", 1)[-1], []).append(f"{outcome}={int(count)}")
     speed = [
-        f"{q} p50={secs(p50)} p90={secs(p90)}"
+        f"{q} p50={secs(p50)} p90={secs(p90)} (n={int(s['contacted_by_queue'].get(q, 0))})"
         for q, (p50, p90) in sorted(s["speed_to_lead"].items())
         if p50 is not None
+    ]
+    waiting = [
+        f"{q}={int(n)} (oldest {duration(s['oldest_wait'].get(q, 0))}; "
+        f"{s.get('waiting_why', {}).get(q, 'nobody available')})"
+        for q, n in sorted(s["waiting"].items())
+        if n
     ]
 
     lines = [
@@ -154,6 +198,8 @@ def render(s: dict[str, Any], elapsed: float, metrics_url: str) -> str:
         "events in        " + ("  ".join(f"{t}: {' '.join(v)}" for t, v in events.items()) or "-"),
         f"leads generated  {fmt(s['generated'])}",
         f"routed per queue {fmt(s['routed'])}  (total {int(sum(s['routed'].values()))})",
+        "waiting          " + ("  ".join(waiting) or "-"),
+        f"reassigned       {fmt(s['reassigned'])}",
         "speed to lead    " + ("  ".join(speed) or "-"),
         f"SLA breaches     {int(s['sla_breaches'])}",
         f"dead letters     {fmt(s['deadletters'])}",
@@ -229,13 +275,15 @@ def run_demo(config: Config, *, rate: float, duration: float | None, seed: int |
             from workers.screen import LiveScreen
 
             screen = LiveScreen(metrics_url, REFRESH)
-            screen.start(summary(worker.metrics), time.monotonic() - started)
+            screen.start(summary(worker.metrics, config), time.monotonic() - started)
         while not stop.wait(REFRESH):
             elapsed = time.monotonic() - started
             if screen is not None:
-                screen.show(summary(worker.metrics), elapsed)
+                screen.show(summary(worker.metrics, config), elapsed)
             else:
-                print(render(summary(worker.metrics), elapsed, metrics_url) + "\n", flush=True)
+                print(
+                    render(summary(worker.metrics, config), elapsed, metrics_url) + "\n", flush=True
+                )
             if duration is not None and elapsed >= duration:
                 break
             if not threads[0].is_alive():
@@ -247,7 +295,7 @@ def run_demo(config: Config, *, rate: float, duration: float | None, seed: int |
         try:
             for t in threads:
                 t.join(30)
-            final = summary(worker.metrics)
+            final = summary(worker.metrics, config)
             if screen is not None:
                 screen.show(final, time.monotonic() - started)
                 screen.stop()  # the last frame stays on the terminal

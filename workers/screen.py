@@ -112,23 +112,40 @@ def _secs(value: float | None) -> str:
 
 
 def queue_table(s: dict[str, Any]) -> Table:
-    """Routed, unassigned, speed to lead (p50 with its sample count, p90), SLA breaches."""
+    """Routed, waiting for a rep now (with why), reassigned, speed to lead (p50 with its
+    sample count, p90), SLA breaches."""
     table = Table(title="per queue", title_justify="left", show_edge=False)
     table.add_column("queue")
-    for name in ("routed", "unassigned"):
+    for name in ("routed", "unassigned", "waiting", "reassigned"):
         table.add_column(name, justify="right")
     table.add_column("speed to lead p50", justify="right")
     table.add_column("(n)", justify="right")
     table.add_column("p90", justify="right")
     table.add_column("SLA breaches", justify="right")
     queues = sorted(set(s["routed"]) | set(s["breaches"]) | set(s["contacted_by_queue"]))
+    waiting, reassigned = s.get("waiting", {}), s.get("reassigned", {})
 
-    def row(name: str, routed: float, unassigned: float, speed: Any, n: float, sla: float) -> None:
+    def row(
+        name: str,
+        routed: float,
+        unassigned: float,
+        wait: tuple[float, str],
+        moved: float,
+        speed: Any,
+        n: float,
+        sla: float,
+    ) -> None:
         p50, p90 = speed
+        count, why = wait
         table.add_row(
             name,
             f"{int(routed):,}",
             f"{int(unassigned):,}",
+            Text(
+                f"{int(count):,}" + (f" ({why})" if count and why else ""),
+                style="bold yellow" if count else "",
+            ),
+            f"{int(moved):,}",
             _secs(p50),
             f"{int(n):,}",
             _secs(p90),
@@ -140,6 +157,8 @@ def queue_table(s: dict[str, Any]) -> Table:
             q,
             s["routed"].get(q, 0),
             s["unassigned"].get(q, 0),
+            (waiting.get(q, 0), s.get("waiting_why", {}).get(q, "")),
+            reassigned.get(q, 0),
             s["speed_to_lead"].get(q, (None, None)),
             s["contacted_by_queue"].get(q, 0),
             s["breaches"].get(q, 0),
@@ -149,6 +168,8 @@ def queue_table(s: dict[str, Any]) -> Table:
         "all queues",
         sum(s["routed"].values()),
         sum(s["unassigned"].values()),
+        (sum(waiting.values()), ""),
+        sum(reassigned.values()),
         s["speed_to_lead_all"],
         s["contacted"],
         s["sla_breaches"],

@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 from tests.support.worker import LEADROUTER, always_open_config
-from workers.demo import summary
+from workers.demo import render, summary
 from workers.metrics import Metrics
 from workers.screen import CHART_HEIGHT, CONTACTED_TITLE, GENERATED_TITLE, Curves, frame
 from workers.settings import load_config
@@ -207,9 +207,21 @@ def test_a_frame_from_the_workers_registry():
     metrics.speed_to_lead("fast-lane", 40)
     metrics.speed_to_lead("fast-lane", 50)
     metrics.sla_breach("smb")
+    metrics.reassigned("fast-lane", "reassign", "reassigned")
+    metrics.reassigned("fast-lane", "reassign", "nobody_available")  # not a reassignment
+    metrics.lines.lines = {"smb": (4, time.time() - 3 * 3600), "fast-lane": (0, None)}
     metrics.flush()
-    s = summary(metrics)
+    config = load_config(env={})
+    s = summary(metrics, config)
     assert s["contacted"] == 2 and s["contacted_by_queue"] == {"fast-lane": 2, "smb": 0}
+    assert s["waiting"] == {"smb": 4, "fast-lane": 0} and s["reassigned"] == {"fast-lane": 1}
+    assert s["oldest_wait"]["smb"] == pytest.approx(3 * 3600, abs=60)
+    # smb's reps have no working hours: in office, so the desk's limits keep them waiting
+    assert s["waiting_why"] == {"smb": "reps in office are at capacity or have their share for now"}
+    printed = render(s, 2, "http://127.0.0.1:9464/metrics")
+    assert "waiting          smb=4 (oldest 3 h; reps in office" in printed
+    assert "reassigned       fast-lane=1" in printed
+    assert "fast-lane p50=" in printed and "(n=2)" in printed
     curves = Curves()
     curves.add(0, 0, 0)
     curves.add(2, 3, 2)
@@ -217,6 +229,8 @@ def test_a_frame_from_the_workers_registry():
     console.print(frame(s, curves, 2, "http://127.0.0.1:9464/metrics", 2))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert f"{GENERATED_TITLE} 90" in text and f"{CONTACTED_TITLE} 60" in text
-    assert re.search(r"fast-lane\s*│\s*3\s*│\s*0\s*│\s*\d+s\s*│\s*2\s*│", text), text
-    assert re.search(r"smb\s*│\s*1\s*│\s*1\s*│\s*-\s*│\s*0\s*│\s*-\s*│\s*1", text), text
+    # queue, routed, unassigned, waiting (why), reassigned, speed p50, (n), p90, breaches
+    assert re.search(r"fast-lane\s*│\s*3\s*│\s*0\s*│\s*0\s*│\s*1\s*│\s*\d+s\s*│\s*2\s*│", text)
+    assert re.search(r"smb\s*│\s*1\s*│\s*1\s*│\s*4 \(reps in", text), text
+    assert re.search(r"│\s*0\s*│\s*-\s*│\s*0\s*│\s*-\s*│\s*1\s*$", text, re.M), text
     assert all(curves_drawn(text))

@@ -640,6 +640,9 @@ class Audit:
     resent: int = 0
     leads: int = 0
     assigned: int = 0
+    waiting: int = 0
+    handed: int = 0
+    reassigned: int = 0
     activities: int = 0
     deadletters: int = 0
     lost: int = 0
@@ -657,6 +660,9 @@ class Audit:
             "invalid": self.invalid,
             "leads": self.leads,
             "routed": self.assigned,
+            "waiting": self.waiting,
+            "handed_out": self.handed,
+            "reassigned": self.reassigned,
             "activities": self.activities,
             "dlq": self.deadletters,
             "lost": self.lost,
@@ -685,6 +691,10 @@ def audit(bootstrap: str, prefix: str, ledger: Ledger, *, exact_activity: bool =
     )
     routed = read_all(bootstrap, [prefix + t for t in ROUTED])
     assigned: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    # given later, from a queue's waiting line (lead.assigned) or after an SLA breach
+    # (lead.reassigned, on the new queue and, when the queue changes, the previous one too)
+    later: dict[str, dict[tuple[str | None, str | None], dict[str, Any]]] = defaultdict(dict)
+    later_count: Counter[tuple[str, str | None, str | None]] = Counter()
     activity: Counter[str] = Counter()
     activity_lead: dict[str, str] = {}
     for rec in routed:
@@ -692,7 +702,15 @@ def audit(bootstrap: str, prefix: str, ledger: Ledger, *, exact_activity: bool =
         lid = rec.key.decode() if rec.key else None
         if lid != value.get("lead_id"):
             a.problem(f"routed record key {lid!r} is not its lead_id {value.get('lead_id')!r}")
-        if value["event"] == "lead.assigned":
+        handed_out = value["event"] == "lead.assigned" and value["reason"]["trace"][0].startswith(
+            "given to "
+        )
+        if value["event"] == "lead.reassigned" or handed_out:
+            hand = (value.get("previous_rep_id"), value["rep_id"])
+            later[value["lead_id"]][hand] = value
+            if value["queue"] == rec.topic.removeprefix(prefix + cat.ROUTED_PREFIX):
+                later_count[(value["lead_id"], *hand)] += 1
+        elif value["event"] == "lead.assigned":
             assigned[value["lead_id"]].append(value)
         elif value["event"] == "lead.activity":
             activity[value["trigger_event_id"]] += 1
@@ -701,8 +719,22 @@ def audit(bootstrap: str, prefix: str, ledger: Ledger, *, exact_activity: bool =
             a.problem(f"routed record with unknown event {value['event']!r}")
     a.assigned = sum(len(v) for v in assigned.values())
     a.activities = sum(activity.values())
+    for (lid, previous, rep), n in later_count.items():
+        if n > 1:
+            a.duplicated += n - 1
+            a.problem(f"lead {lid} given by {previous} to {rep} {n} times")
+    a.handed = sum(1 for hands in later.values() for p, _ in hands if p is None)
+    a.reassigned = sum(1 for hands in later.values() for p, _ in hands if p is not None)
 
     state = latest_state(bootstrap, prefix)
+    in_line = {
+        entry[0]
+        for key, desk in state.items()
+        if key.startswith("q:")
+        for entry in desk.get("waiting", ())
+    }
+    a.waiting = len(in_line)
+    final: list[dict[str, Any]] = []
     allowed: set[str] = set()
     for lid, plan in ledger.leads.items():
         got = assigned.get(lid, [])
@@ -730,7 +762,15 @@ def audit(bootstrap: str, prefix: str, ledger: Ledger, *, exact_activity: bool =
                 a.duplicated += n - 1
                 a.problem(f"lead {lid}: event {eid} remembered {n} times")
         if plan.routable and got:
-            first = got[0]
+            # the lead's last hand: routed, then handed out and reassigned in time order
+            hands = sorted(later.get(lid, {}).values(), key=lambda v: v["sla_due_at"])
+            if hands and got[0]["rep_id"] is None and hands[0].get("previous_rep_id") is not None:
+                a.problem(f"lead {lid} reassigned before any rep had it")
+            if got[0]["rep_id"] is None and not hands and lid not in in_line:
+                a.lost += 1
+                a.problem(f"lead {lid} waits for a rep but is in no queue's line")
+            first = hands[-1] if hands else got[0]
+            final.append(first)
             if (lead.get("state"), lead.get("queue"), lead.get("rep")) != (
                 "routed",
                 first["queue"],
@@ -794,7 +834,7 @@ def audit(bootstrap: str, prefix: str, ledger: Ledger, *, exact_activity: bool =
             f"valid record dead-lettered: key {key!r} "
             f"reason {rec.headers.get('error.reason')!r} {rec.headers.get('error.detail')!r}"
         )
-    fast = [v for vs in assigned.values() for v in vs if v["queue"] == "fast-lane"]
+    fast = [v for v in final if v["queue"] == "fast-lane"]
     for text in fairness_problems(state.get("q:fast-lane"), fast, FAST_LANE_REPS):
         a.problem(text)
     return a
