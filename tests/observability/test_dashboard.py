@@ -38,6 +38,12 @@ METRIC_LABELS: dict[str, set[str]] = {
     "leadrouter_lead_score": set(),
     "leadrouter_consumer_lag": {"topic"},
     "leadrouter_batch_seconds": {"phase"},
+    # The queue desks' waiting lines (a worker shows the queues whose desk it owns) and
+    # what happens to a lead when its SLA passes.
+    "leadrouter_leads_waiting": {"queue"},
+    "leadrouter_waiting_oldest_seconds": {"queue"},
+    "leadrouter_lead_wait_seconds": {"queue"},
+    "leadrouter_leads_reassigned_total": {"queue", "action", "outcome"},
 }
 HISTOGRAMS = {
     "leadrouter_route_latency_seconds",
@@ -45,6 +51,7 @@ HISTOGRAMS = {
     "leadrouter_time_to_conversion_seconds",
     "leadrouter_lead_score",
     "leadrouter_batch_seconds",
+    "leadrouter_lead_wait_seconds",
 }
 TARGET_LABELS = {"job", "instance"}
 # Identifiers and free text never become labels (DESIGN.md, Conversion feedback and metrics).
@@ -307,8 +314,46 @@ def test_titles_are_unique_and_say_what_is_shown() -> None:
         "routing latency",
         "dead letters",
         "consumer lag",
+        "leads waiting",
+        "oldest waiting lead",
+        "wait for a rep",
+        "reassignments and escalations",
     ):
         assert topic in text, f"no panel about {topic}"
+
+
+def test_every_public_metric_is_on_the_dashboard() -> None:
+    shown = {
+        base_metric(metric)
+        for _, target in dashboard_targets(load_dashboard())
+        for metric, _ in selectors(target["expr"])
+    }
+    assert set(METRIC_LABELS) - shown == set(), "metrics with no panel"
+
+
+def test_waiting_leads_have_their_row() -> None:
+    """The queue desks' waiting lines and SLA reassignments have a row of their own, whose
+    panels show the waiting, the oldest wait, the wait p50/p90 and the reassignments."""
+    panels = load_dashboard()["panels"]
+    rows = [i for i, p in enumerate(panels) if p.get("type") == "row"]
+    at = next(i for i in rows if panels[i]["title"] == "Waiting leads")
+    end = next((i for i in rows if i > at), len(panels))
+    row = [*panels[at]["panels"], *panels[at + 1 : end]]
+    exprs = " ".join(t["expr"] for p in row for t in p["targets"])
+    for metric in (
+        "leadrouter_leads_waiting{",
+        "leadrouter_waiting_oldest_seconds{",
+        "leadrouter_lead_wait_seconds_bucket{",
+        "leadrouter_leads_reassigned_total{",
+    ):
+        assert metric in exprs, f"no {metric} in the Waiting leads row"
+    # Each worker shows only the queues whose desk it owns: counts add up over workers,
+    # the oldest wait is the largest.
+    assert "sum by (queue) (leadrouter_leads_waiting{" in exprs
+    assert "max by (queue) (leadrouter_waiting_oldest_seconds{" in exprs
+    for quantile in ("0.5", "0.9"):
+        assert f"histogram_quantile({quantile}, sum by (queue, le) (" in exprs
+    assert re.search(r"sum by \([^)]*\baction\b[^)]*\) \(rate\(leadrouter_leads_reass", exprs)
 
 
 def test_queue_and_source_variables_exist_and_filter_the_panels() -> None:
