@@ -193,7 +193,8 @@ def open_timers_state(partition: int, backend: Any) -> PartitionState:
             b"s:lead-late": orjson.dumps({"due": 900.0}),
             b"lead-late": orjson.dumps({"queue": "smb"}),
             b"s:lead-soon": orjson.dumps({"due": 100.0}),
-            b"q:smb": orjson.dumps({"next": 1}),
+            b"q:smb": orjson.dumps({"next": 1}),  # no line: no timer
+            b"q:fast-lane": orjson.dumps({"waiting": [["lead-w", 1.0, None]], "wake": 700.0}),
             b"s:lead-mid": orjson.dumps({"due": 500.0}),
             b"v:anon-1": orjson.dumps({"touches": []}),
             b"s:lead-stopped": None,  # stopped by a sales touch: a tombstone
@@ -212,9 +213,14 @@ def test_restore_rebuilds_the_open_timers_from_state(kind: str, tmp_path: Path):
     timers.set(4, 50.0, "before-the-restore")  # the restored state replaces it
     timers.set(5, 50.0, "another-partition")
     try:
-        assert timers.restore(4, state) == 3
+        assert timers.restore(4, state) == 4
         assert timers.due(99.0) == [(5, "another-partition")]
-        assert timers.due(1000.0) == [(4, "lead-soon"), (4, "lead-mid"), (4, "lead-late")]
+        assert timers.due(1000.0) == [
+            (4, "lead-soon"),
+            (4, "lead-mid"),
+            (4, "q:fast-lane"),  # the queue desk's hand-out of its waiting line
+            (4, "lead-late"),
+        ]
     finally:
         backend.close()
 
