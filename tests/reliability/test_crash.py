@@ -17,24 +17,35 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.reliability.conftest import Rig
-from tests.support.faults import Mix, audit, wait_settled
+from tests.support.faults import Mix, audit, wait_settled, waiting_config
 from tests.support.worker import wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def crash_run(
-    rig: Rig, *, kills: int, rate: float, seed: int, guarantee: str = "exactly_once"
+    rig: Rig,
+    *,
+    kills: int,
+    rate: float,
+    seed: int,
+    guarantee: str = "exactly_once",
+    config_dir: Path | None = None,
+    timers_for: float = 0.0,
 ) -> tuple[dict, str]:
+    """`timers_for`: after the traffic stops, let SLA timers that long run out before the
+    audit, so no reassignment is still to come while it reads."""
     rng = random.Random(seed)
     mix = Mix(seed, rig.prefix.rstrip("."))
     started = time.monotonic()
     env = {"LEADROUTER_PROCESSING_GUARANTEE": "auto" if guarantee == "exactly_once" else guarantee}
-    worker = rig.worker("w1", extra_env=env).launch().wait_ready()
+    kw = {"config_dir": config_dir} if config_dir is not None else {}
+    worker = rig.worker("w1", extra_env=env, **kw).launch().wait_ready()
     traffic = rig.traffic(mix, rate).start()
     wait_until(lambda: mix.routed, 60, "the first leads to be routed")
     during_start = rng.randrange(1, kills)
@@ -66,8 +77,10 @@ def crash_run(
     seen = mix.assigned_seen
     wait_until(lambda: mix.assigned_seen > seen + 10, 60, "routing after the last restart")
     traffic.stop()
+    quiet = time.time() + timers_for
+    wait_until(lambda: time.time() >= quiet, timers_for + 5, "the last SLA timers to run out")
     wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=120)
-    result = audit(rig.bootstrap, rig.prefix, mix.ledger)
+    result = audit(rig.bootstrap, rig.prefix, mix.ledger, round_robin_exact=config_dir is None)
     log = worker.log_text()
     worker.stop()
     assert not result.problems, result.summary()
@@ -91,6 +104,22 @@ def crash_run(
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(rig, figures):
     result, _ = crash_run(rig, kills=5, rate=400, seed=20261127)
+    figures(result)
+
+
+def test_sigkill_while_leads_wait_and_are_reassigned(rig, figures, tmp_path):
+    """The fast lane's reps begin their day 20 s into the run: its leads wait in the queue
+    desk's line, are handed out when the day begins, and reassigned once when nobody touches
+    them within a 12 s SLA; the worker is killed throughout. Nobody is handed out or
+    reassigned twice, nobody waiting is forgotten, and each rep's counts match the leads
+    they have in the end."""
+    sla = 12.0
+    config = waiting_config(tmp_path / "waiting-config", day_starts_in=20, sla_seconds=sla)
+    result, _ = crash_run(
+        rig, kills=4, rate=300, seed=20261129, config_dir=config, timers_for=sla + 3
+    )
+    assert result["handed_out"] > 0 and result["reassigned"] > 0, result
+    assert result["waiting"] == 0, result
     figures(result)
 
 

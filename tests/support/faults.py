@@ -67,6 +67,37 @@ def roomy_config(target: Path) -> Path:
     return target
 
 
+def waiting_config(target: Path, day_starts_in: float, sla_seconds: float) -> Path:
+    """`roomy_config`, but the fast lane's reps begin their working day `day_starts_in`
+    seconds from now (its leads wait in the queue's line until then, and are all handed out
+    at once), and a fast-lane lead nobody touches within `sla_seconds` is reassigned once."""
+    roomy_config(target)
+    now = datetime.now(UTC)
+    offset = (12 - now.hour) % 24  # a fixed-offset zone where it is midday now
+    offset = offset - 24 if offset > 12 else offset
+    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+    start = now + timedelta(hours=offset, seconds=day_starts_in)
+    reps_file, routing_file = target / "reps.yaml", target / "routing.yaml"
+    reps = yaml.safe_load(reps_file.read_text())
+    for rep_id in FAST_LANE_REPS:
+        reps["reps"][rep_id].update(
+            timezone=zone,
+            working_hours={
+                "start": start.strftime("%H:%M:%S"),
+                "end": "23:59",
+                "days": list(("mon", "tue", "wed", "thu", "fri", "sat", "sun")),
+            },
+        )
+    reps_file.write_text(yaml.safe_dump(reps))
+    routing = yaml.safe_load(routing_file.read_text())
+    routing["handout"] = {"per_rep": 1000, "every_minutes": 1}
+    routing["queues"]["fast-lane"].update(
+        sla_minutes=sla_seconds / 60, on_sla_breach={"action": "reassign", "max_reassignments": 1}
+    )
+    routing_file.write_text(yaml.safe_dump(routing))
+    return target
+
+
 # --------------------------------------------------------------------------- workers
 class CrashableWorker(WorkerProcess):
     """A `leadrouter worker` that can also be launched without waiting and killed."""
@@ -676,8 +707,19 @@ class Audit:
         return f"{figures}\n  {shown}{more}" if self.problems else figures
 
 
-def audit(bootstrap: str, prefix: str, ledger: Ledger, *, exact_activity: bool = True) -> Audit:
+def audit(
+    bootstrap: str,
+    prefix: str,
+    ledger: Ledger,
+    *,
+    exact_activity: bool = True,
+    round_robin_exact: bool = True,
+) -> Audit:
     """Account for every record in `ledger` against what is on the broker now.
+
+    round_robin_exact: the fast lane's turns are even and its pointer exact (every rep always
+    available, nobody reassigned); without it, only each rep's counts are held to the leads
+    they have in the end.
 
     exact_activity: each gated touch must be one lead.activity. True when one worker owns
     every partition; with several, a touch handed over locally can overtake the internal
@@ -835,13 +877,19 @@ def audit(bootstrap: str, prefix: str, ledger: Ledger, *, exact_activity: bool =
             f"reason {rec.headers.get('error.reason')!r} {rec.headers.get('error.detail')!r}"
         )
     fast = [v for v in final if v["queue"] == "fast-lane"]
-    for text in fairness_problems(state.get("q:fast-lane"), fast, FAST_LANE_REPS):
+    for text in fairness_problems(
+        state.get("q:fast-lane"), fast, FAST_LANE_REPS, round_robin_exact=round_robin_exact
+    ):
         a.problem(text)
     return a
 
 
 def fairness_problems(
-    desk: dict[str, Any] | None, assigned: list[dict[str, Any]], reps: tuple[str, ...]
+    desk: dict[str, Any] | None,
+    assigned: list[dict[str, Any]],
+    reps: tuple[str, ...],
+    *,
+    round_robin_exact: bool = True,
 ) -> list[str]:
     """The queue desk's state must tell the same story as the assignments published: each
     rep's open and windowed counts, the round-robin pointer, the recent-assignment memory;
@@ -863,6 +911,8 @@ def fairness_problems(
             )
     if None in per_rep:
         problems.append(f"fairness: {per_rep[None]} leads left unassigned with reps available")
+    if not round_robin_exact:
+        return problems
     counts = [per_rep[r] for r in reps]
     if max(counts) - min(counts) > 1:
         problems.append(f"fairness: round robin uneven: {dict(zip(reps, counts, strict=True))}")
