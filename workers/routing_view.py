@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from workers.core.assign import local_time, unavailable_because
-from workers.settings import WEEKDAYS, Condition, Config, Rep
+from workers.settings import WEEKDAYS, Condition, Config, OnSlaBreach, Rep
 
 FIELD_WORDS = {
     "trigger": "the trigger",
@@ -165,6 +165,7 @@ class QueueView:
     sla: str
     reached_by: str
     reps: tuple[RepView, ...]
+    on_breach: str = ""  # what an SLA breach does beyond counting it, in words
 
     @property
     def in_office(self) -> int:
@@ -262,6 +263,7 @@ def build_view(config: Config, at: datetime) -> RoutingView:
                 sla=_duration(queue.sla_minutes),
                 reached_by=", ".join(reached),
                 reps=tuple(_rep_view(r, reps[r], now) for r in queue.reps),
+                on_breach=_on_breach(queue.on_sla_breach),
             )
         )
     in_a_queue = {r for q in routing.queues.values() for r in q.reps}
@@ -274,6 +276,18 @@ def build_view(config: Config, at: datetime) -> RoutingView:
         queues=tuple(queues),
         reps_in_no_queue=tuple(r for r in reps if r not in in_a_queue),
     )
+
+
+def _on_breach(policy: OnSlaBreach) -> str:
+    """What a breach does beyond counting it, as a sentence (nothing for `notify`)."""
+    then = f"to {policy.escalate_to}" if policy.escalate_to else ""
+    if policy.action == "reassign":
+        times = "once" if policy.max_reassignments == 1 else f"{policy.max_reassignments} times"
+        out = f"reassigned to the next available rep of the queue, at most {times}"
+        return out + (f", then escalated {then}" if then else "")
+    if policy.action == "escalate":
+        return f"escalated {then}"
+    return ""
 
 
 # --------------------------------------------------------------------------- text
@@ -310,6 +324,8 @@ def render_text(view: RoutingView) -> str:
             f"{queue.in_office} of {len(queue.reps)} reps in office now"
         )
         out.append(f"    reached by {queue.reached_by}")
+        if queue.on_breach:
+            out.append(f"    on an SLA breach: {queue.on_breach}")
         rows = [
             [
                 rep.id,

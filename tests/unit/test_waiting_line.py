@@ -250,3 +250,15 @@ def test_an_escalation_cycle_is_refused(tmp_path: Path):
     with pytest.raises(ConfigError) as failed:
         load_config(target, env={})
     assert any("cycle" in str(p) for p in failed.value.problems)
+
+
+def test_config_show_says_what_a_breach_does(tmp_path: Path):
+    from workers.routing_view import build_view, render_text
+
+    policy = {"action": "reassign", "max_reassignments": 2, "escalate_to": "mid-market"}
+    text = render_text(build_view(config(tmp_path, policy), datetime.now(UTC)))
+    assert (
+        "on an SLA breach: reassigned to the next available rep of the queue, at most 2 "
+        "times, then escalated to mid-market"
+    ) in text
+    assert text.count("on an SLA breach") == 1  # the other queues only count a breach
