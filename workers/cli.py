@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import click
 
+from workers.history import Moment, check_stretch
 from workers.logs import configure_logging
 from workers.settings import Config, ConfigError, load_config
 
@@ -390,6 +391,148 @@ def demo(rate: float, duration: float | None, seed: int | None, config: Config) 
     from workers.demo import run_demo
 
     sys.exit(run_demo(config, rate=rate, duration=duration, seed=seed))
+
+
+# --------------------------------------------------------------------------- history
+class LeadRef(click.ParamType):
+    """EMAIL|LEAD_ID of `explain`: an e-mail address (turned into its lead id as the worker
+    derives it) or a lead id; anything else refused before any broker is looked for."""
+
+    name = "lead"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> tuple[str, Any]:
+        if isinstance(value, tuple):
+            return value
+        from workers.explain import NotALead, resolve
+
+        try:
+            return resolve(str(value))
+        except NotALead as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _not_ahead(since: float) -> None:
+    """A --since in the future can only be a mistake: there is no history there yet."""
+    import time
+
+    if since > time.time():
+        raise click.UsageError("--since is in the future: there is no history after now yet")
+
+
+def _unknown_topic(exc: Exception) -> NoReturn:
+    raise click.UsageError(
+        f"{exc}: is the topic prefix right (kafka.topic_prefix, LEADROUTER_TOPIC_PREFIX)? "
+        "`leadrouter topics apply` creates the catalogue's topics"
+    )
+
+
+@main.command()
+@click.argument("lead", metavar="EMAIL|LEAD_ID", type=LeadRef())
+@click.option(
+    "--since",
+    type=Moment(),
+    default=None,
+    help="Read from this time (ISO 8601, or 30m, 2h, 7d ago); default: all the topics keep.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the lead's history as JSON.")
+@config_option
+def explain(
+    lead: tuple[str, str | None], since: float | None, as_json: bool, config: Config
+) -> None:
+    """Why a lead went where it went: its assignments, activities, traces, score and what
+    sales did, in time order. Exit status 1 when no such lead was routed."""
+    if since is not None:
+        _not_ahead(since)
+    _broker(config)
+    import orjson
+
+    from workers import history
+    from workers.explain import collect, render_json, render_text, topics_for
+
+    lead_id, email = lead
+    routed, sales = topics_for(config)
+    try:
+        plan = history.plan(config.settings, [*routed, sales], since or 0.0, None)
+    except history.UnknownTopic as exc:
+        _unknown_topic(exc)
+    found = collect(lead_id, email, history.read(config.settings, plan, progress=True), sales)
+    if not found.routed:
+        shown = f"{lead_id} ({email})" if email else lead_id
+        where = "in the topics' history"
+        if since is not None:
+            where = f"since {history.moment_text(since)}"
+        click.echo(
+            f"leadrouter: no lead {shown} was routed {where} "
+            f"({found.records_read} records of {len(routed)} routed topics and {sales} read)",
+            err=True,
+        )
+        sys.exit(1)
+    if as_json:
+        click.echo(orjson.dumps(render_json(found), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_text(found), nl=False)
+
+
+@main.command()
+@click.option(
+    "--since",
+    type=Moment(),
+    required=True,
+    help="Leads routed from this time: ISO 8601 (UTC unless it has an offset), 30m, 2h, 7d ago.",
+)
+@click.option(
+    "--until",
+    type=Moment(),
+    default=None,
+    help="... up to this time (default: now); SLAs are judged at it.",
+)
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    callback=_new_file,
+    help="Also write the report as JSON to this file.",
+)
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    callback=_new_file,
+    help="Also write a self-contained HTML page with charts to this file.",
+)
+@config_option
+def report(
+    since: float,
+    until: float | None,
+    json_file: Path | None,
+    html_file: Path | None,
+    config: Config,
+) -> None:
+    """Lead quality and speed by source, campaign, channel, grade, score band and queue:
+    leads routed, contacted, speed to lead, SLA breaches, opportunities, won, conversion."""
+    check_stretch(since, until)
+    _not_ahead(since)
+    _broker(config)
+    import orjson
+
+    from workers import history
+    from workers.report import EmptyStretch, build, render_terminal
+
+    try:
+        data = build(config, since, until, progress=True)
+    except history.UnknownTopic as exc:
+        _unknown_topic(exc)
+    except EmptyStretch as exc:
+        raise click.UsageError(str(exc)) from None
+    render_terminal(data)
+    if json_file is not None:
+        json_file.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+        click.echo(f"wrote {json_file}", err=True)
+    if html_file is not None:
+        from workers.report_html import render_html
+
+        html_file.write_text(render_html(data), encoding="utf-8")
+        click.echo(f"wrote {html_file}", err=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.unit.test_cli_imports import run_cli
+from tests.unit.test_report_cli import CASES as HISTORY_CASES
 from workers.cli import main
 
 # (arguments, the last line of stderr). {missing}: a path that does not exist, {file}: a
@@ -170,6 +171,7 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["route"], "Error: No such command 'route'."),
 ]
+CASES += HISTORY_CASES  # explain and report: tests/unit/test_report_cli.py
 
 
 @pytest.fixture(scope="module")
