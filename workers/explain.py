@@ -21,6 +21,7 @@ import orjson
 
 from topics import catalogue as cat
 from topics.vocabulary import ACTIVITY_TYPES, FIRST_CONTACT
+from workers.history import record_time
 from workers.settings import Config
 
 _LEAD_ID = re.compile(r"^ld_[0-9a-f]{8,64}$")
@@ -81,18 +82,6 @@ class History:
         return [e for e in self.entries if e.kind == ROUTED_KIND]
 
 
-def _time(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
 def collect(lead_id: str, email: str | None, records: Iterable[Any], sales_topic: str) -> History:
     """The lead's records among `records` (confluent_kafka Messages, or anything with
     topic(), key(), value(), timestamp()), in the order they happened."""
@@ -116,7 +105,7 @@ def collect(lead_id: str, email: str | None, records: Iterable[Any], sales_topic
             continue
         stamp = msg.timestamp()[1] / 1000
         if msg.topic() == sales_topic:
-            at = _time(value.get("occurred_at")) or stamp
+            at = record_time(value.get("occurred_at")) or stamp
             kind = SALES_KIND
         else:
             kind = ROUTED_KIND
@@ -124,7 +113,7 @@ def collect(lead_id: str, email: str | None, records: Iterable[Any], sales_topic
             # touches held while the lead waited for its rep happened before the routing.
             at = stamp
             if value.get("event") != "lead.activity":
-                at = _time(value.get("routed_at")) or stamp
+                at = record_time(value.get("routed_at")) or stamp
             if history.email is None and isinstance(value.get("email"), str):
                 history.email = value["email"]
         order.append((at, n, Entry(at, msg.topic(), kind, value)))
@@ -214,13 +203,13 @@ def render_text(history: History) -> str:
         lines.append(f"{_iso(entry.at)}  {event}  {head}")
         if event == "lead.activity":
             act = v.get("activity") or {}
-            touched = _iso(_time(act.get("occurred_at")))
+            touched = _iso(record_time(act.get("occurred_at")))
             lines.append(f"    touch {act.get('channel')} {act.get('type')} at {touched}")
             continue
         if event == "lead.assigned" and routed_at is None:
             routed_at = entry.at
         reason = v.get("reason") or {}
-        sla_due = _time(v.get("sla_due_at"))
+        sla_due = record_time(v.get("sla_due_at"))
         lines.append(
             f"    rule {reason.get('rule') or '-'}, assignment {reason.get('assignment') or '-'}"
             f", SLA due {_iso(sla_due)}"
@@ -233,7 +222,7 @@ def render_text(history: History) -> str:
         lines.append(
             f"    first touch {source.get('channel') or '-'}"
             + (f" ({origin})" if origin else "")
-            + f", generated {_iso(_time(v.get('generated_at')))}"
+            + f", generated {_iso(record_time(v.get('generated_at')))}"
             + f", trigger {v.get('trigger_event_id')}"
         )
         score = v.get("score") or {}

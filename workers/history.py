@@ -58,6 +58,20 @@ class UnknownTopic(ValueError):
         )
 
 
+def record_time(text: Any) -> float | None:
+    """A time as the records on the topics write it (ISO 8601; no offset means UTC), in
+    epoch seconds; None when it is not one (a malformed record is counted, not fatal)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 class Moment(click.ParamType):
     """`--since/--until`: an ISO 8601 date or date-time (naive means UTC), a span ago
     (`30s`, `15m`, `2h`, `7d`, `1w`) or `now`; as epoch seconds. An operator asking "what

@@ -34,6 +34,7 @@ import orjson
 
 from topics import catalogue as cat
 from topics.vocabulary import ACTIVITY_TYPES, FIRST_CONTACT, LEAD_ASSIGNED, ROUTED_EVENTS
+from workers.history import record_time
 from workers.settings import Config
 
 BAND_WIDTH = 10.0
@@ -75,18 +76,6 @@ def band_of(total: float, width: float = BAND_WIDTH) -> int:
 
 def band_label(low: float, width: float = BAND_WIDTH) -> str:
     return f"{low:g}-{low + width:g}"
-
-
-def _time(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def iso(moment: float | None) -> str | None:
@@ -196,7 +185,7 @@ class Collector:
                 self.reassigned.add(lead_id)
             return
         queue = _text(value, "queue")
-        routed_at = _time(_text(value, "routed_at"))
+        routed_at = record_time(_text(value, "routed_at"))
         if routed_at is None:
             raise Malformed("invalid_time")
         score = value.get("score")
@@ -208,7 +197,7 @@ class Collector:
         if not math.isfinite(total):
             raise Malformed("invalid_value")
         due_text = value.get("sla_due_at")
-        due = _time(due_text)
+        due = record_time(due_text)
         if due_text is not None and due is None:
             raise Malformed("invalid_time")
         self.events[event] += 1
@@ -233,7 +222,7 @@ class Collector:
         kind = _text(value, "type")
         if kind not in ACTIVITY_TYPES:
             raise Malformed("invalid_value")
-        at = _time(_text(value, "occurred_at"))
+        at = record_time(_text(value, "occurred_at"))
         if at is None:
             raise Malformed("invalid_time")
         outcome = self.outcomes.get(lead_id)
