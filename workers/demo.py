@@ -291,10 +291,13 @@ def run_demo(config: Config, *, rate: float, duration: float | None, seed: int |
                 return 1
     finally:
         stop.set()
+        lines = dict(worker.metrics.lines.lines)
         worker.stop()
         try:
             for t in threads:
                 t.join(30)
+            # The waiting lines as the worker last owned them: stopping revokes its partitions.
+            worker.metrics.lines.lines = lines or worker.metrics.lines.lines
             final = summary(worker.metrics, config)
             if screen is not None:
                 screen.show(final, time.monotonic() - started)

@@ -411,10 +411,11 @@ class SalesTeam:
         heapq.heappush(self.queue, (at, self.seq, lead_id, rep, kind))
 
     def on_routed(self, lead: RoutedLead, now: float) -> None:
-        """Plan the answers to a routed lead. `lead` is a RoutedLead: the dataclass of
+        """Plan the answers of the rep a lead was given (assigned, handed out from its
+        queue's line, or reassigned). `lead` is a RoutedLead: the dataclass of
         `topics.public` or the Faust Record of `topics.records` (the same fields)."""
-        if lead.event != "lead.assigned":
-            return
+        if lead.event not in ("lead.assigned", "lead.reassigned") or lead.rep_id is None:
+            return  # an activity; or a lead waiting in its queue's line: nobody has it yet
         rng, s = self.rng, self.scale
         lead_id, rep = lead.lead_id, lead.rep_id
         if rng.random() < 0.12:  # forgotten: the SLA timer will flag it

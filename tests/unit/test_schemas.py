@@ -161,8 +161,12 @@ def test_simulated_sales_answers_validate():
         data["lead_id"] = f"{data['lead_id']}-{n}"
         team.on_routed(RoutedLead.from_data(data), NOW)
     team.on_routed(RoutedLead.from_data(leads[1]), NOW)  # an activity: not answered
+    waiting = {**leads[0], "lead_id": "ld_waiting", "rep_id": None}
+    team.on_routed(RoutedLead.from_data(waiting), NOW)  # in its queue's line: nobody has it
     answers = list(team.due(NOW + 10**9))
     assert len({a.lead_id for a in answers}) > 20
+    assert "ld_waiting" not in {a.lead_id for a in answers}
+    assert {a.rep_id for a in answers} == {leads[0]["rep_id"]}
     for answer in answers:
         value = orjson.loads(orjson.dumps(answer))
         assert errors(cat.SALES_ACTIVITIES, value) == []
