@@ -138,12 +138,24 @@ def test_demo_is_one_screen_redrawn_in_place_on_a_terminal(tmp_path: Path):
         # the titles, and the table per queue: every configured queue, the columns asked for
         assert re.search(r"leadrouter demo\s+\d+s\s+metrics http://127\.0\.0\.1:[1-9]\d*/", screen)
         assert "per queue" in screen
-        for column in ("queue", "routed", "unassigned", "speed to lead p50", "(n)", "SLA"):
+        for column in (
+            "queue",
+            "routed",
+            "unassigned",
+            "waiting",
+            "reassigned",
+            "speed to lead p50",
+            "(n)",
+            "SLA",
+        ):
             assert column in screen, column
         for queue in queues:
             assert re.search(rf"^\s*{re.escape(queue)}\s*│\s*[\d,]+\s*│", screen, re.M), queue
         # all queues: p50 in seconds, and the first touches it is measured on
-        total = re.search(r"all queues\s*│[^│]*│[^│]*│\s*(\d+)s\s*│\s*([\d,]+)\s*│", screen)
+        # (after routed, unassigned, waiting and reassigned)
+        total = re.search(
+            r"all queues\s*│[^│]*│[^│]*│[^│]*│[^│]*│\s*(\d+)s\s*│\s*([\d,]+)\s*│", screen
+        )
         assert total and int(total.group(2).replace(",", "")) > 0, screen
 
         # redrawn in place: many ticks later, one screen in all the terminal ever showed

@@ -776,7 +776,11 @@ def audit(
         for entry in desk.get("waiting", ())
     }
     a.waiting = len(in_line)
-    final: list[dict[str, Any]] = []
+    # each lead's last hand: routed, then handed out and reassigned, in time order
+    hands_of = {
+        lid: sorted(later.get(lid, {}).values(), key=lambda v: v["sla_due_at"]) for lid in assigned
+    }
+    final = [hands[-1] if hands else assigned[lid][0] for lid, hands in hands_of.items()]
     allowed: set[str] = set()
     for lid, plan in ledger.leads.items():
         got = assigned.get(lid, [])
@@ -804,15 +808,13 @@ def audit(
                 a.duplicated += n - 1
                 a.problem(f"lead {lid}: event {eid} remembered {n} times")
         if plan.routable and got:
-            # the lead's last hand: routed, then handed out and reassigned in time order
-            hands = sorted(later.get(lid, {}).values(), key=lambda v: v["sla_due_at"])
+            hands = hands_of[lid]
             if hands and got[0]["rep_id"] is None and hands[0].get("previous_rep_id") is not None:
                 a.problem(f"lead {lid} reassigned before any rep had it")
             if got[0]["rep_id"] is None and not hands and lid not in in_line:
                 a.lost += 1
                 a.problem(f"lead {lid} waits for a rep but is in no queue's line")
             first = hands[-1] if hands else got[0]
-            final.append(first)
             if (lead.get("state"), lead.get("queue"), lead.get("rep")) != (
                 "routed",
                 first["queue"],
