@@ -10,7 +10,10 @@ Contenders, each its own process on its own copy of the same pre-loaded topics (
                     send (the usual way), bench/contenders/faust_naive.py
   (c) leadrouter    `leadrouter worker`, the full pipeline, memory store, exactly_once
 Then leadrouter again with two worker processes in one group (scale), and, with --million,
-one worker with the RocksDB store after a million distinct leads (memory).
+one worker with the RocksDB store after a million distinct leads (memory). Last, `leadrouter
+replay` (bench/replay.py): events/s per configuration and peak RSS, state in memory and on
+disk over the simulator's traffic, and through this broker (read with workers.history); with
+--million also a million events with the state on disk.
 
 Throughput: the input is produced before the clock starts. The clock starts when the
 contender consumes its first input record: (a)/(b) print that moment and their CPU time
@@ -61,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import gcwatch, measure, procs, workload
+from bench import replay as replay_bench
 from bench.contenders import DEADLETTER, PASS_THROUGH_OUT
 from bench.measure import Gate, OutputWatch, wait_until
 from topics import catalogue as cat
@@ -832,7 +836,13 @@ def table(results: dict[str, Any]) -> str:
                 f"processed in {_fmt(mil.get('seconds_to_process'), '.0f')} s "
                 f"({_fmt(mil.get('events_per_s_incl_start'))} events/s incl. start)",
             ]
-    lines += ["", "targets (leadrouter worker, one process):"]
+    rep = results.get("replay")
+    if rep:
+        if rep.get("error"):
+            lines += ["", f"replay benchmark FAILED: {rep['error'][:200]}"]
+        else:
+            lines += ["", replay_bench.table(rep)]
+    lines += ["", "targets (leadrouter worker, one process; replay):"]
     for key, t in results["targets"].items():
         mark = "PASS" if t["pass"] else ("FAIL" if t["pass"] is False else "n/a")
         value = _fmt(t["value"], ",.0f" if key.startswith("events/s") else ",.2f")
@@ -903,6 +913,19 @@ def ratios_and_targets(results: dict[str, Any]) -> None:
             "pass": None,
         },
     }
+    replayed = [
+        r["per_configuration"][side]["events_per_s"]
+        for r in (results.get("replay") or {}).get("runs") or []
+        if not r.get("error") and r["source"] == "sim" and r["store"] == "memory"
+        for side in ("baseline", "candidate")
+    ]
+    if replayed:
+        slowest = min(replayed)
+        results["targets"]["events/s of replay per configuration (slower one)"] = {
+            "value": slowest,
+            "target": f">= {replay_bench.TARGET}",
+            "pass": slowest >= replay_bench.TARGET,
+        }
 
 
 def code_version() -> dict[str, Any]:
@@ -960,6 +983,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--million", action="store_true", help="also the million-lead memory run")
     p.add_argument("--million-leads", type=int, default=1_000_000)
+    p.add_argument(
+        "--replay-events",
+        type=int,
+        default=None,
+        help="replay benchmark stretch (default: --events; 0 skips it)",
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--malformed-share", type=float, default=0.01)
     p.add_argument("--bootstrap", help="use this broker instead of starting the reference one")
@@ -999,6 +1028,7 @@ def run(args: argparse.Namespace, bootstrap: str, broker: dict[str, Any]) -> dic
         "contenders": {},
         "scale": None,
         "million": None,
+        "replay": None,
         "code": code_version(),
         "work_dir": str(work),
     }
@@ -1065,6 +1095,24 @@ def run(args: argparse.Namespace, bootstrap: str, broker: dict[str, Any]) -> dic
             except Exception as exc:
                 ctx.say(f"million-lead run FAILED: {exc}")
                 results["million"] = {"error": f"{type(exc).__name__}: {exc}"}
+        replay_events = args.events if args.replay_events is None else args.replay_events
+        if replay_events:
+            try:
+                results["replay"] = replay_bench.run_all(
+                    replay_events,
+                    ("memory", "disk"),
+                    seed=args.seed,
+                    bootstrap=bootstrap,
+                    say=ctx.say,
+                )
+                if args.million:
+                    ctx.say(f"replay: {args.million_leads:,} events, state on disk")
+                    results["replay"]["runs"].append(
+                        replay_bench.run_child("sim", "disk", args.million_leads, seed=args.seed)
+                    )
+            except Exception as exc:
+                ctx.say(f"replay benchmark FAILED: {exc}")
+                results["replay"] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         procs.stop_all()
         results["loadavg_after"] = measure.loadavg()

@@ -26,6 +26,7 @@ import click
 
 from workers.history import Moment, check_stretch
 from workers.logs import configure_logging
+from workers.replay import DISK_ABOVE, SAMPLE
 from workers.settings import Config, ConfigError, load_config
 
 
@@ -532,6 +533,122 @@ def report(
         from workers.report_html import render_html
 
         html_file.write_text(render_html(data), encoding="utf-8")
+        click.echo(f"wrote {html_file}", err=True)
+
+
+# --------------------------------------------------------------------------- replay
+def _replay_config(directory: str | None, which: str) -> Config:
+    """A configuration, or the same problems `config check` lists, and exit status 2."""
+    try:
+        return load_config(directory)
+    except ConfigError as exc:
+        shown = directory or "the default configuration"
+        click.echo(f"leadrouter replay: the {which} configuration ({shown}) is invalid:", err=True)
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(exc.count, err=True)
+        sys.exit(2)
+
+
+@main.command("replay")
+@click.option(
+    "--since",
+    type=Moment(),
+    required=True,
+    help="Start: ISO 8601 (UTC unless it has an offset) or a span ago such as 2h.",
+)
+@click.option("--until", type=Moment(), default=None, help="End, the same way (default: now).")
+@click.option(
+    "--config",
+    "candidate_dir",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    help="The candidate configuration directory.",
+)
+@click.option(
+    "--baseline",
+    "baseline_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="The configuration to compare with (default: the worker's, "
+    "$LEADROUTER_CONFIG_DIR or the bundled config/).",
+)
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_new_file,
+    help="Also write the comparison as JSON to this file.",
+)
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_new_file,
+    help="Also draw it (load per rep before and after) in this self-contained HTML file.",
+)
+@click.option(
+    "--sample",
+    type=Quantity(
+        "the number of changed leads shown",
+        "leads",
+        at_least=0,
+        at_most=10_000,
+        whole=True,
+        example="20",
+    ),
+    default=SAMPLE,
+    show_default=True,
+    help="Changed leads kept with both decision traces.",
+)
+@click.option(
+    "--store",
+    type=click.Choice(["auto", "memory", "disk"]),
+    default="auto",
+    show_default=True,
+    help=f"Where state is kept: auto puts it on disk above {DISK_ABOVE:,} events.",
+)
+def replay(
+    since: float,
+    until: float | None,
+    candidate_dir: str,
+    baseline_dir: str | None,
+    json_file: Path | None,
+    html_file: Path | None,
+    sample: int,
+    store: str,
+) -> None:
+    """What-if on history: run a stretch of it through the baseline and a candidate
+    configuration, and show which leads would have been routed differently, and why.
+    Writes nothing to any topic and joins no consumer group."""
+    import time
+
+    import orjson
+
+    from workers.replay import render_summary, replayed, when
+
+    check_stretch(since, until)
+    candidate = _replay_config(candidate_dir, "candidate")  # refused before anything is read
+    baseline = _replay_config(baseline_dir, "baseline")
+    end = time.time() if until is None else until
+    if end <= since:
+        raise click.UsageError(f"--since ({when(since)}) is in the future")
+    _broker(baseline)
+    from confluent_kafka import KafkaException
+
+    try:
+        with replayed(baseline, candidate, since, end, store=store, progress=True) as run:
+            report = run.report(sample)
+    except KafkaException as exc:
+        raise click.ClickException(f"cannot read history from the broker: {exc}") from None
+    click.echo(render_summary(report, run.facts, since, end), nl=False)
+    if json_file is not None:
+        json_file.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        click.echo(f"wrote {json_file}", err=True)
+    if html_file is not None:
+        from workers.replay_html import render_html
+
+        html_file.write_text(render_html(report, since, end), encoding="utf-8")
         click.echo(f"wrote {html_file}", err=True)
 
 

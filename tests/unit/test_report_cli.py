@@ -1,4 +1,4 @@
-"""`leadrouter explain` and `leadrouter report` judge every argument before anything connects:
+"""`leadrouter explain`, `report` and `replay` judge every argument before anything connects:
 exit status 2, a message naming the argument and what it must be, and no Kafka client
 imported (the rules of tests/unit/test_cli_args.py and test_cli_imports.py, which run the
 CLI in a fresh interpreter with no broker configured).
@@ -76,6 +76,46 @@ CASES: list[tuple[list[str], str]] = [
     (
         ["report", "--since", "1h", "--config", "{file}"],
         "Error: Invalid value for '--config': Directory '{file}' is a file.",
+    ),
+    # replay (workers/cli.py; the engine in workers/replay.py)
+    (["replay", "--config", "config"], "Error: Missing option '--since'."),
+    (["replay", "--since", "1h"], "Error: Missing option '--config'."),
+    (
+        ["replay", "--since", "nope", "--config", "config"],
+        f"Error: Invalid value for '--since': 'nope' {SINCE_HINT} --since 2h or --since "
+        "2026-12-01T09:00:00Z",
+    ),
+    (
+        ["replay", "--since", "1h", "--until", "nope", "--config", "config"],
+        f"Error: Invalid value for '--until': 'nope' {SINCE_HINT} --until 2h or --until "
+        "2026-12-01T09:00:00Z",
+    ),
+    (
+        ["replay", "--since", "1h", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
+    (
+        ["replay", "--since", "1h", "--config", "config", "--baseline", "{file}"],
+        "Error: Invalid value for '--baseline': Directory '{file}' is a file.",
+    ),
+    (
+        ["replay", "--since", "1h", "--config", "config", "--json", "{missing}/r.json"],
+        "Error: Invalid value for '--json': cannot write {missing}/r.json: the directory "
+        "{missing} does not exist",
+    ),
+    (
+        ["replay", "--since", "1h", "--config", "config", "--html", "{missing}/r.html"],
+        "Error: Invalid value for '--html': cannot write {missing}/r.html: the directory "
+        "{missing} does not exist",
+    ),
+    (
+        ["replay", "--since", "1h", "--config", "config", "--sample", "-1"],
+        "Error: Invalid value for '--sample': -1 is too small: the number of changed leads "
+        "shown must be a whole number, from 0 to 10000 leads; for example --sample 20",
+    ),
+    (
+        ["replay", "--since", "1h", "--config", "config", "--store", "cloud"],
+        "Error: Invalid value for '--store': 'cloud' is not one of 'auto', 'memory', 'disk'.",
     ),
 ]
 
