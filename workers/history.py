@@ -19,10 +19,10 @@ import re
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -37,6 +37,7 @@ BUFFER = 1000
 CONSUME_BATCH = 500
 # How long planning and reading wait on the broker before giving up.
 BROKER_TIMEOUT = 30.0
+T = TypeVar("T")
 FAR_FUTURE_MS = 253402300799000  # 9999-12-31T23:59:59Z
 # Reading gives up when no partition moves for this long (a broker gone for good).
 STALL_TIMEOUT = 120.0
@@ -187,6 +188,24 @@ def _reader(settings: Settings) -> Consumer:
     return Consumer(conf)
 
 
+def _answered(ask: Callable[[], T]) -> T:
+    """A metadata answer, asked again while the broker says so (a partition whose leader is
+    still being elected, on topics created a moment ago), up to BROKER_TIMEOUT seconds."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + BROKER_TIMEOUT
+    pause = 0.1
+    while True:
+        try:
+            return ask()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not getattr(error, "retriable", lambda: False)() or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
 def plan(settings: Settings, topics: Sequence[str], since: float, until: float | None) -> Plan:
     """Find each partition's stretch by time; refuse topics the broker does not have."""
     from confluent_kafka import KafkaException, TopicPartition
@@ -202,25 +221,34 @@ def plan(settings: Settings, topics: Sequence[str], since: float, until: float |
         if not tps:
             return result
         highs = {
-            (tp.topic, tp.partition): reader.get_watermark_offsets(tp, timeout=BROKER_TIMEOUT)
+            (tp.topic, tp.partition): _answered(
+                lambda tp=tp: reader.get_watermark_offsets(tp, timeout=BROKER_TIMEOUT)
+            )
             for tp in tps
         }
 
-        def at(moment: float) -> dict[tuple[str, int], int]:
-            query = [TopicPartition(tp.topic, tp.partition, int(moment * 1000)) for tp in tps]
+        def times(moment_ms: int) -> list[TopicPartition]:
+            query = [TopicPartition(tp.topic, tp.partition, moment_ms) for tp in tps]
             found = reader.offsets_for_times(query, timeout=BROKER_TIMEOUT)
-            offsets = {}
             for tp in found:
                 if tp.error is not None:
                     raise KafkaException(tp.error)
+            return found
+
+        def at(moment: float) -> dict[tuple[str, int], int]:
+            found = _answered(lambda: times(int(moment * 1000)))
+            offsets = {}
+            for tp in found:
                 # -1: no record at or after the moment, so the stretch ends at the end.
                 high = highs[(tp.topic, tp.partition)][1]
                 offsets[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else high
             return offsets
 
-        probe = reader.offsets_for_times(
-            [TopicPartition(tp.topic, tp.partition, FAR_FUTURE_MS) for tp in tps],
-            timeout=BROKER_TIMEOUT,
+        probe = _answered(
+            lambda: reader.offsets_for_times(
+                [TopicPartition(tp.topic, tp.partition, FAR_FUTURE_MS) for tp in tps],
+                timeout=BROKER_TIMEOUT,
+            )
         )
         # A broker with a time index finds no record stamped in the year 9999.
         result.by_time = all(tp.offset < 0 for tp in probe)

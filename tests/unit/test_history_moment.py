@@ -79,3 +79,32 @@ def test_a_good_stretch_passes() -> None:
     result = CliRunner().invoke(_stretch, ["--since", "2026-11-01", "--until", "now"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"{datetime(2026, 11, 1, tzinfo=UTC).timestamp():.0f} ")
+
+
+def test_metadata_is_asked_again_while_the_broker_says_it_may_answer_later():
+    """A partition of a topic created a moment ago may have no leader yet
+    (NOT_LEADER_FOR_PARTITION, retriable): planning asks again instead of failing."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    from workers.history import _answered
+
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise KafkaException(
+                KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION, "no leader yet", retriable=True)
+            )
+        return "offsets"
+
+    assert _answered(flaky) == "offsets" and len(calls) == 3
+
+    def refused() -> str:
+        calls.append(1)
+        raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "no"))
+
+    calls.clear()
+    with pytest.raises(KafkaException):
+        _answered(refused)
+    assert len(calls) == 1  # not retriable: said at once
