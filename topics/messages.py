@@ -124,12 +124,13 @@ class Claimed:
 
 @dataclass(slots=True)
 class Withdraw:
-    """A rep no longer has a lead this desk gave them (it moved to another queue, or a rep
-    had touched it first): their counts for it are taken back."""
+    """A rep no longer has a lead this desk gave them at `at` (it was reassigned, or another
+    rep had touched it first): their counts for it are taken back, once per (lead, at)."""
 
     KIND: ClassVar[str] = "withdraw"
     rep: str
     at: float
+    lead: str
 
 
 @dataclass(slots=True)

@@ -111,8 +111,12 @@ def collect(lead_id: str, email: str | None, records: Iterable[Any], sales_topic
             kind = ROUTED_KIND
             # An activity is placed when it was passed on to the rep (the record's time):
             # touches held while the lead waited for its rep happened before the routing.
+            # A hand-out from a waiting line and a reassignment keep the routing's
+            # `routed_at`: they too are placed when they were published.
             at = stamp
-            if value.get("event") != "lead.activity":
+            trace = (value.get("reason") or {}).get("trace") or [""]
+            later = value.get("event") != "lead.assigned" or str(trace[0]).startswith("given to ")
+            if not later:
                 at = record_time(value.get("routed_at")) or stamp
             if history.email is None and isinstance(value.get("email"), str):
                 history.email = value["email"]

@@ -242,7 +242,11 @@ class Collector:
         groups: dict[str, dict[Any, _Group]] = {d: {} for d in DIMENSIONS}
         everything = _Group()
         matched = 0
+        counted = 0
         for lead_id, lead in self.leads.items():
+            if lead.routed_at < since:  # handed out in the stretch, routed before it
+                continue
+            counted += 1
             outcome = self.outcomes.get(lead_id)
             matched += outcome is not None
             keys = {
@@ -273,7 +277,7 @@ class Collector:
             "events": sum(self.records.values()),
             "records": dict(sorted(self.records.items())),
             "routed_events": dict(sorted(self.events.items())),
-            "leads": len(self.leads),
+            "leads": counted,
             "repeated_assignments": self.repeated_assignments,
             "activities": {
                 "leads_with_activity": matched,

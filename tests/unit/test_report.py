@@ -307,3 +307,11 @@ def test_html_is_self_contained_with_escaped_data(collected: Collector) -> None:
     assert float(line.group(1)) == pytest.approx(
         52 + (720 - 52 - 16) * (60 - 10) / (90 - 10), abs=0.1
     )
+
+
+def test_a_lead_routed_before_the_stretch_is_not_counted_in_it(collected: Collector) -> None:
+    """A Sunday lead handed out from its queue's line on Monday publishes a lead.assigned in
+    Monday's stretch, with Sunday's routed_at: it belongs to Sunday's report, not Monday's."""
+    collected.add_routed(routed("S", total=70, grade="B", routed_s=-3600))
+    assert collected.report(since=T0 - 7200, until=JUDGED, judged_at=JUDGED)["leads"] == 6
+    assert collected.report(since=T0 - 60, until=JUDGED, judged_at=JUDGED)["leads"] == 5

@@ -106,10 +106,11 @@ def test_the_leads_history_in_time_order() -> None:
             published=600.5,  # passed on to the rep half a second after the click
             activity={"channel": "email", "type": "click", "occurred_at": at(600)},
         ),
-        routed(
+        routed(  # keeps the routing's routed_at: placed when it was published
             JANE,
             "lead.reassigned",
-            400,
+            10,
+            published=400.5,
             rep_id="ben.carter",
             previous_rep_id="ana.silva",
             reason={
@@ -149,7 +150,7 @@ def test_the_leads_history_in_time_order() -> None:
     assert [e["at"] for e in data["events"]] == [
         "2026-11-02T09:00:10.000Z",
         "2026-11-02T09:02:10.000Z",
-        "2026-11-02T09:06:40.000Z",
+        "2026-11-02T09:06:40.500Z",
         "2026-11-02T09:10:00.500Z",
     ]
     assert data["events"][0]["value"]["reason"]["trace"][1] == "rule fast-lane matched"

@@ -262,3 +262,92 @@ def test_config_show_says_what_a_breach_does(tmp_path: Path):
         "times, then escalated to mid-market"
     ) in text
     assert text.count("on an SLA breach") == 1  # the other queues only count a breach
+
+
+def test_overnight_the_desk_wakes_when_a_rep_may_come_in_not_every_round(tmp_path: Path):
+    line = Pipeline(config(tmp_path), SUNDAY_EVENING)
+    demo_request(line, 1)
+    midnight = datetime(2026, 11, 30, 0, 0, tzinfo=UTC).timestamp()
+    assert desk(line)["wake"] == midnight  # a new day for the reps (UTC): not 20:05
+    line.advance(midnight)
+    assert desk(line)["wake"] == MONDAY_NINE  # then their working day
+
+
+def test_a_lead_rejected_while_it_waits_leaves_the_line(tmp_path: Path):
+    line = Pipeline(config(tmp_path), SUNDAY_EVENING)
+    spam, other = demo_request(line, 1), demo_request(line, 2)
+    line.send(
+        "sales_activity",
+        {
+            "event_id": "reject-1",
+            "occurred_at": datetime.fromtimestamp(line.now, UTC).isoformat(),
+            "lead_id": spam,
+            "type": "rejected",
+        },
+    )
+    assert [e[0] for e in desk(line)["waiting"]] == [other]
+    line.advance(MONDAY_NINE)
+    assert [v["lead_id"] for _, v in events(line, "lead.assigned")[2:]] == [other]
+
+
+def test_a_lead_routed_again_after_it_was_lost_is_escalated_like_a_new_one(tmp_path: Path):
+    policy = {"action": "reassign", "max_reassignments": 1}
+    line = Pipeline(config(tmp_path, policy), WEEKDAY)
+    lead = demo_request(line, 1)
+    contacted(line, lead, "ana.silva", 1)
+    line.send(
+        "sales_activity",
+        {
+            "event_id": "lost-1",
+            "occurred_at": datetime.fromtimestamp(line.now, UTC).isoformat(),
+            "lead_id": lead,
+            "type": "lost",
+            "rep_id": "ana.silva",
+        },
+    )
+    line.now = line.now + 35 * 86400  # past the 30-day recycle period: Wednesday, 10:00
+    line.send(
+        "form_fill",
+        {
+            "event_id": "form-again",
+            "occurred_at": datetime.fromtimestamp(line.now, UTC).isoformat(),
+            "email": "buyer1@acme1.com",
+            "form_id": "demo-request",
+        },
+    )
+    again = [v for _, v in events(line, "lead.assigned") if v["lead_id"] == lead]
+    assert len(again) == 2
+    line.advance(line.now + 5 * MINUTE)
+    moved = [v for _, v in events(line, "lead.reassigned") if v["lead_id"] == lead]
+    assert [v["previous_rep_id"] for v in moved] == [again[1]["rep_id"]]
+    assert line.facts.counts[("sla_breach", "fast-lane")] == 1
+
+
+def test_a_first_touch_that_beats_the_reassignment_keeps_every_count(tmp_path: Path):
+    """The SLA fired and the desk chose ben; ana's call reaches the lead before the answer.
+    The lead stays ana's; ben's count is taken back; ana's was never touched. A message
+    delivered twice (at_least_once) changes nothing more."""
+    line = Pipeline(config(tmp_path, {"action": "reassign"}), WEEKDAY)
+    lead = demo_request(line, 1)
+    line.now += 5 * MINUTE
+    request = sla_reassign(line, lead)
+    first = line.handle("q:fast-lane", request).internal
+    assert line.handle("q:fast-lane", request).internal == []  # redelivered: nothing again
+    ((_, handed),) = first
+    assert handed.rep == "ben.carter"
+    contacted(line, lead, "ana.silva", 1)
+    ((desk_key, withdraw),) = line.handle(lead, handed).internal
+    assert (withdraw.rep, withdraw.at) == ("ben.carter", handed.at)
+    line.handle(desk_key, withdraw)
+    line.handle(desk_key, withdraw)  # redelivered: taken back once
+    reps = desk(line)["reps"]
+    assert (reps["ana.silva"]["open"], reps["ana.silva"]["day"][1]) == (1, 1)
+    assert (reps["ben.carter"]["open"], reps["ben.carter"]["day"][1]) == (0, 0)
+    assert line.state.data[lead]["rep"] == "ana.silva"
+    assert events(line, "lead.reassigned") == []
+
+
+def sla_reassign(line: Pipeline, lead: str):
+    from workers.core import sla
+
+    return sla.reassign(line.state.data[lead], "fast-lane", "reassign")

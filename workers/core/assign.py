@@ -124,7 +124,9 @@ def pick_rep(
     trace: list[str] = []
     all_stats = desk.setdefault("reps", {})
     if preferred is not None and preferred in reps and preferred not in exclude:
-        why = unavailable_because(reps[preferred], all_stats.get(preferred, {}), now)
+        why = (skipped or {}).get(preferred) or unavailable_because(
+            reps[preferred], all_stats.get(preferred, {}), now
+        )
         if why is None:
             trace.append(f"account owner {preferred} is available")
             record_assignment(desk, preferred, reps[preferred], now, window_hours)

@@ -45,13 +45,15 @@ class SalesFeedback:
         queue = lead.get("queue")
         if routed_at is not None and queue is not None:
             elapsed = max(0.0, act.at - routed_at)
+            acted = act.rep_id or kind in FIRST_CONTACT or kind in CLOSING
+            if lead.get("rep") is None and not lead.get("claimed") and acted:
+                # Sales acted on a lead waiting in its queue's line: it leaves the line.
+                lead["rep"], lead["claimed"] = act.rep_id, True
+                fx.internal.append((queue_desk_key(queue), Claimed(lead_id, act.rep_id)))
             if kind in FIRST_CONTACT and lead.get("first_contact_at") is None:
                 lead["first_contact_at"] = act.at
                 self.recorder.speed_to_lead(queue, elapsed)
                 sla.stop(lead_id, state)
-                if lead.get("rep") is None:  # a rep took it while it waited in the line
-                    lead["rep"] = act.rep_id
-                    fx.internal.append((queue_desk_key(queue), Claimed(lead_id, act.rep_id)))
             if kind in CONVERSIONS and lead.get("outcome") != kind:
                 lead["outcome"] = kind
                 self.recorder.conversion(

@@ -20,7 +20,7 @@ MAX_HELD_TOUCHES = 20
 # The reps a lead has had, not given it again on a reassignment (bounded: escalations end).
 MAX_REPS_REMEMBERED = 25
 HELD_FIELDS = ("type", "form_id", "at")  # after its event id and channel, `ch`
-ROUTING_FIELDS = (
+ROUTING_FIELDS = (  # forgotten when a lost or rejected lead is routed again
     "queue",
     "rep",
     "routed_at",
@@ -31,6 +31,11 @@ ROUTING_FIELDS = (
     "had",
     "reassigned",
     "trigger",
+    "answered_at",
+    "claimed",
+    "closed",
+    "rank",
+    "sla_breached",
 )
 
 
@@ -204,36 +209,44 @@ class Lead:
     def on_handed(self, lead_id: str, handed: Handed, state: State, fx: Effects) -> None:
         """A desk gave the lead to a rep after its routing: from the waiting line, or after
         an SLA breach. Published to the rep's queue (and, when the lead changes queue, to
-        the previous queue's too, so the first rep's tool can take it away)."""
+        the previous queue's too, so the first rep's tool can take it away). The previous
+        rep's counts are taken back here, once the lead has moved; a hand-over the lead does
+        not take gives the new rep's back."""
         lead = state.get(lead_id)
         if lead is None or lead.get("state") != "routed":
-            if lead is None and handed.rep is not None:
-                fx.internal.append((queue_desk_key(handed.queue), Withdraw(handed.rep, handed.at)))
+            self._refuse(lead_id, handed, fx)
             return
-        if handed.at <= (lead.get("given_at") or lead.get("routed_at") or 0):
+        answered = max(lead.get("answered_at") or 0, lead.get("given_at") or 0)
+        if handed.at <= max(answered, lead.get("routed_at") or 0):
             return  # given again after a crash: this lead had kept the first answer
+        lead["answered_at"] = handed.at
+        queues = self.ctx.routing.queues
         if handed.rep is None:  # a reassignment found nobody: the lead stays where it is
             self.recorder.reassigned(lead["queue"], handed.why, "nobody_available")
-            escalate_to = self.ctx.routing.queues[lead["queue"]].on_sla_breach.escalate_to
+            queue = queues.get(lead["queue"])
+            escalate_to = queue.on_sla_breach.escalate_to if queue is not None else None
             if handed.why == "reassign" and escalate_to is not None:
                 fx.internal.append(
                     (queue_desk_key(escalate_to), sla.reassign(lead, escalate_to, "escalate"))
                 )
-            lead["given_at"] = handed.at
             state.put(lead_id, lead)
             return
-        taken = lead.get("first_contact_at") is not None or lead.get("closed")
+        taken = (
+            lead.get("first_contact_at") is not None or lead.get("closed") or lead.get("claimed")
+        )
         if taken or (handed.previous_rep or None) != lead.get("rep"):
-            # A rep touched the lead first, or it moved on meanwhile: the desk's counts go back.
-            fx.internal.append((queue_desk_key(handed.queue), Withdraw(handed.rep, handed.at)))
-            lead["given_at"] = handed.at
+            # A rep touched the lead first, or it moved on meanwhile.
+            self._refuse(lead_id, handed, fx)
             state.put(lead_id, lead)
             return
         previous_queue = lead["queue"]
-        if handed.why == "escalate" and previous_queue != handed.queue and handed.previous_rep:
+        if handed.previous_rep:  # counts move with the lead: taken back from the last rep
             given = lead.get("given_at") or lead["routed_at"]
             fx.internal.append(
-                (queue_desk_key(previous_queue), Withdraw(handed.previous_rep, given))
+                (
+                    queue_desk_key(previous_queue),
+                    Withdraw(handed.previous_rep, given, lead_id),
+                )
             )
         if handed.why == "waiting":
             self.recorder.waited(handed.queue, handed.waited)
@@ -255,6 +268,14 @@ class Lead:
             fx.published.append((previous_queue, routed))
         state.put(lead_id, lead)
         sla.start(lead_id, handed.sla_due, state, fx)
+
+    @staticmethod
+    def _refuse(lead_id: str, handed: Handed, fx: Effects) -> None:
+        """A hand-over this lead does not take: the desk takes the rep's counts back."""
+        if handed.rep is not None:
+            fx.internal.append(
+                (queue_desk_key(handed.queue), Withdraw(handed.rep, handed.at, lead_id))
+            )
 
 
 def _hold(lead: dict[str, Any], touch: Touch) -> None:

@@ -48,6 +48,20 @@ def recent_assignments(desk: dict[str, Any]) -> dict[str, Any]:
     return desk["recent"]
 
 
+def seen_before(desk: dict[str, Any], what: str) -> bool:
+    """Whether this desk has handled `what` (a reassignment or a withdrawal, named by lead
+    and time) already: redelivered after a crash, it changes nothing the second time."""
+    recent = recent_assignments(desk)
+    key = fingerprint(what)
+    if key in recent:
+        return True
+    recent[key] = 1
+    if len(recent) > RECENT_ASSIGNMENTS:
+        for oldest in list(islice(recent, len(recent) - RECENT_ASSIGNMENTS)):
+            del recent[oldest]
+    return False
+
+
 def waiting_line(desk: dict[str, Any] | None) -> tuple[int, float | None]:
     """How many leads wait in a desk's line and since when the oldest has waited."""
     line = (desk or {}).get(WAITING) or []
@@ -176,8 +190,9 @@ class QueueDesk:
         start, given = desk.get(ROUND) or (0.0, {})
         if now >= start + self.handout.every_minutes * 60:
             start, given = now, {}
-        while line:
-            lead_id, since, preferred, *moved = line[0]
+        i = 0
+        while i < len(line):
+            lead_id, since, preferred, *moved = line[i]
             exclude = set(moved[2]) if moved else set()
             full = {
                 r: "given its share of waiting leads for now"
@@ -190,8 +205,11 @@ class QueueDesk:
                 rep, steps = assign.pick_rep(*pick, preferred, exclude)
                 extra -= rep is not None
             if rep is None:
+                if exclude:  # only reps this escalated lead has had are free: the next one
+                    i += 1
+                    continue
                 break
-            line.pop(0)
+            line.pop(i)
             given[rep] = given.get(rep, 0) + 1
             waited = max(0.0, now - since)
             previous_rep, why = (moved[0], "escalate") if moved else (None, "waiting")
@@ -249,12 +267,12 @@ class QueueDesk:
         if not desk.get(WAITING):
             desk.pop(WAKE, None)
             return
-        start, _ = desk.get(ROUND) or (now, {})
+        start, given = desk.get(ROUND) or (now, {})
         reps = self.ctx.config.reps.reps
-        wake = min(
-            [start + self.handout.every_minutes * 60]
-            + [assign.next_change(reps[r], now) for r in queue.reps]
-        )
+        moments = [assign.next_change(reps[r], now) for r in queue.reps if r in reps]
+        if given or not moments:  # reps had their share this round: the next round
+            moments.append(start + self.handout.every_minutes * 60)
+        wake = min(moments)
         wake = max(wake, now + 1.0)
         if desk.get(WAKE) != wake:
             desk[WAKE] = wake
@@ -275,13 +293,15 @@ class QueueDesk:
 
     # ------------------------------------------------------------------ after routing
     def on_reassign(self, key: str, request: Reassign, state: State, fx: Effects) -> None:
-        """Another rep for a lead whose SLA passed: the previous rep's counts move with it
-        (within the queue here; an escalated lead's previous desk is told by the lead)."""
+        """Another rep for a lead whose SLA passed. The previous rep's counts are taken back
+        by the lead (`Withdraw`) once it has moved: a first touch may still beat the move."""
         ctx = self.ctx
         queue = ctx.routing.queues.get(request.queue)
         if queue is None:
             return
         desk = state.get(key) or {}
+        if seen_before(desk, f"r/{request.lead}/{request.given_at}"):
+            return  # redelivered: the lead has (or will have) the first answer
         now = ctx.clock()
         breach = (
             f"SLA of {request.previous_queue} passed with no first touch by "
@@ -298,9 +318,6 @@ class QueueDesk:
             set(request.exclude),
         )
         steps.insert(0, breach)
-        if rep is not None and request.why == "reassign":
-            previous = ctx.config.reps.reps.get(request.previous_rep)
-            assign.withdraw(desk, request.previous_rep, previous, request.given_at)
         if rep is None and request.why == "escalate":
             entry = [
                 request.lead,
@@ -352,6 +369,8 @@ class QueueDesk:
 
     def on_withdraw(self, key: str, withdraw: Withdraw, state: State, fx: Effects) -> None:
         desk = state.get(key) or {}
+        if seen_before(desk, f"w/{withdraw.lead}/{withdraw.at}"):
+            return
         rep = self.ctx.config.reps.reps.get(withdraw.rep)
         assign.withdraw(desk, withdraw.rep, rep, withdraw.at)
         state.put(key, desk)
