@@ -67,6 +67,10 @@ class EmbeddedBroker:
         self.process = None
 
     def __enter__(self) -> EmbeddedBroker:
+        """Started here unless it was already (`with EmbeddedBroker().start() as b:` must
+        not start a second broker and leave the first running)."""
+        if self.process is not None and self.process.poll() is None:
+            return self
         return self.start()
 
     def __exit__(

@@ -244,7 +244,7 @@ def test_a_broker_without_a_time_index(tmp_path) -> None:
     by its timestamp."""
     from workers.embedded import EmbeddedBroker
 
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log").start() as broker:
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
         bootstrap = broker.bootstrap_servers
         admin = AdminClient({"bootstrap.servers": bootstrap})
         _create(admin, {"forms": 2, "mails": 1})
