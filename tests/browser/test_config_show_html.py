@@ -11,64 +11,24 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.browser.png import read_png
+from tests.browser.chromium import browse, root_attributes, screenshot
 from workers.cli import main
 from workers.routing_view import build_view
 from workers.settings import DEFAULT_CONFIG_DIR, load_config
 
 AT = "2026-12-01T15:00:00Z"  # a Tuesday: Tokyo and Sydney are asleep, Europe is at work
-DEADLINE = 90  # seconds for one browser run
 WINDOW = (1400, 1200)
 
 # Colours of the stylesheet: a decision, a queue, a rep in office.
 RULE_FILL = (0xFF, 0xF6, 0xE0)
 QUEUE_FILL = (0xE6, 0xF0, 0xFF)
 IN_OFFICE = (0x22, 0xA5, 0x5B)
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("chromium is missing: run `bash scripts/chromium/install.sh` (or `make tools`)")
-    return found
-
-
-@dataclass
-class Run:
-    stdout: str
-    console: list[str]  # what the page wrote to its console, errors included
-
-
-def browse(page: Path, work: Path, *args: str) -> Run:
-    """Open `page` in headless Chromium. A proxy that refuses every connection stands in for
-    the network: a page that fetched anything would log the failure to its console."""
-    command = [
-        chromium(),
-        "--headless",
-        "--disable-gpu",
-        "--no-sandbox",
-        "--no-first-run",
-        "--disable-extensions",
-        f"--user-data-dir={work / 'profile'}",
-        "--proxy-server=http://127.0.0.1:9",
-        "--enable-logging=stderr",
-        "--v=0",
-        *args,
-        page.resolve().as_uri(),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=DEADLINE)
-    assert done.returncode == 0, done.stderr[-3000:]
-    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
-    return Run(done.stdout, console)
 
 
 def write_page(tmp_path: Path, config_dir: Path = DEFAULT_CONFIG_DIR) -> Path:
@@ -78,12 +38,6 @@ def write_page(tmp_path: Path, config_dir: Path = DEFAULT_CONFIG_DIR) -> Path:
     )
     assert result.exit_code == 0, result.output
     return page
-
-
-def root_attributes(dom: str) -> dict[str, str]:
-    tag = re.search(r"<html\b([^>]*)>", dom)
-    assert tag, dom[:500]
-    return dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(1)))
 
 
 def test_flow_is_drawn_by_its_script_without_console_errors(tmp_path: Path) -> None:
@@ -171,16 +125,7 @@ def test_page_is_self_contained(tmp_path: Path) -> None:
 
 def test_screenshot_is_a_drawing_in_the_flows_colours(tmp_path: Path) -> None:
     page = write_page(tmp_path)
-    shot = tmp_path / "routing.png"
-    run = browse(page, tmp_path, f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}")
-    assert run.console == []
-    assert shot.stat().st_size > 20_000
-    image = read_png(shot)
-    assert (image.width, image.height) == WINDOW
-    colours = image.colours()
-    total = image.width * image.height
-    background, share = colours.most_common(1)[0]
-    assert share < 0.8 * total, f"mostly one colour {background}: a blank page?"
+    colours, total = screenshot(page, tmp_path, WINDOW, blank_above=0.8)
     assert len(colours) > 200  # text, anti-aliased edges and fills, not a few flat areas
     # Decisions, queues and reps in office are drawn, each as a sizeable area.
     assert colours[RULE_FILL] > 0.05 * total

@@ -18,8 +18,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.browser.png import read_png
-from tests.browser.test_config_show_html import browse, root_attributes
+from tests.browser.chromium import browse, root_attributes, screenshot
 from tests.support.worker import always_open_config
 from topics import catalogue as cat
 from workers.core.enrich import AccountBook
@@ -119,15 +118,7 @@ def test_markup_from_history_stays_text(page: Path, tmp_path: Path) -> None:
 
 
 def test_screenshot_shows_both_configurations(page: Path, tmp_path: Path) -> None:
-    shot = tmp_path / "replay.png"
-    run = browse(page, tmp_path, f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}")
-    assert run.console == []
-    image = read_png(shot)
-    assert (image.width, image.height) == WINDOW
-    colours = image.colours()
-    total = image.width * image.height
-    background, share = colours.most_common(1)[0]
-    assert share < 0.97 * total, f"only one colour {background}: a blank page?"
+    colours, total = screenshot(page, tmp_path, WINDOW, blank_above=0.97)
     assert len(colours) > 200  # text, anti-aliased edges and fills, not a few flat areas
     # Both configurations' bars are drawn, each as a sizeable area.
     assert colours[rgb(BASELINE_FILL)] > 0.01 * total

@@ -18,8 +18,7 @@ from typing import Any
 
 import orjson
 
-from tests.browser.png import read_png
-from tests.browser.test_config_show_html import browse, root_attributes
+from tests.browser.chromium import browse, root_attributes, screenshot
 from workers.report import Collector
 from workers.report_html import render_html
 
@@ -132,15 +131,7 @@ def test_charts_render_with_a_size_and_no_console_errors(tmp_path: Path) -> None
 
 def test_screenshot_shows_the_charts(tmp_path: Path) -> None:
     page, _ = write_page(tmp_path)
-    shot = tmp_path / "report.png"
-    run = browse(page, tmp_path, f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}")
-    assert run.console == []
-    image = read_png(shot)
-    assert (image.width, image.height) == WINDOW
-    colours = image.colours()
-    total = image.width * image.height
-    background, share = colours.most_common(1)[0]
-    assert share < 0.9 * total, f"mostly one colour {background}: a blank page?"
+    colours, total = screenshot(page, tmp_path, WINDOW, blank_above=0.9)
     assert colours[CONVERSION_FILL] > 0.01 * total  # conversion bars, by band and by source
     assert colours[LEADS_FILL] > 0.005 * total  # leads per queue
     assert colours[MQL_RED] > 100  # the threshold line and its label
