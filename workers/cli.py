@@ -1,4 +1,5 @@
-"""`leadrouter` command line: worker, topics, config, accounts, simulate, demo.
+"""`leadrouter` command line: worker, topics, config, accounts, simulate, demo; and over the
+topics' history, explain, report and replay (workers/history.py reads it by time).
 
 Every command validates its configuration before it imports anything that loads a Kafka
 client (confluent_kafka, kafka-python, aiokafka, faust): those imports are most of a
