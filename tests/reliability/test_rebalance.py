@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.reliability.conftest import Rig
-from tests.support.faults import CrashableWorker, Mix, audit, wait_settled
+from tests.support.faults import CrashableWorker, Mix, audit, wait_settled, waiting_config
 from tests.support.metrics import scrape, value
 from tests.support.worker import wait_until
 
@@ -36,12 +37,23 @@ def owned(worker: CrashableWorker) -> list[int]:
     return [int(n) for n in re.findall(r"assigned (\d+) partitions", worker.log_text())]
 
 
-def rebalance_run(rig: Rig, *, rate: float, seed: int, rounds: int, crash: bool = False) -> dict:
+def rebalance_run(
+    rig: Rig,
+    *,
+    rate: float,
+    seed: int,
+    rounds: int,
+    crash: bool = False,
+    config_dir: Path | None = None,
+    timers_for: float = 0.0,
+) -> dict:
     """Each round a worker joins, then the oldest but one leaves (with crash=True every
-    other leaver is SIGKILLed: its partitions move only after its session times out)."""
+    other leaver is SIGKILLed: its partitions move only after its session times out).
+    `timers_for`: after the traffic, let SLA timers that long run out before the audit."""
     started = time.monotonic()
     mix = Mix(seed, rig.prefix.rstrip("."))
-    pool = [rig.worker("w1").launch(), rig.worker("w2").launch()]
+    kw = {"config_dir": config_dir} if config_dir is not None else {}
+    pool = [rig.worker("w1", **kw).launch(), rig.worker("w2", **kw).launch()]
     for w in pool:
         w.wait_ready()
     traffic = rig.traffic(mix, rate).start()
@@ -49,7 +61,7 @@ def rebalance_run(rig: Rig, *, rate: float, seed: int, rounds: int, crash: bool 
     names = 2
     for round_ in range(rounds):
         names += 1
-        joiner = rig.worker(f"w{names}").launch().wait_ready()
+        joiner = rig.worker(f"w{names}", **kw).launch().wait_ready()
         pool.append(joiner)
         progress(mix, 50, "leads routed after a third worker joined")
         wait_until(lambda j=joiner: handled(j) > 0, 60, "the new worker to take records")
@@ -60,8 +72,16 @@ def rebalance_run(rig: Rig, *, rate: float, seed: int, rounds: int, crash: bool 
             leaver.stop()  # graceful: it leaves the group mid-stream
         progress(mix, 50, "leads routed after a worker left")
     traffic.stop()
+    quiet = time.time() + timers_for
+    wait_until(lambda: time.time() >= quiet, timers_for + 5, "the last SLA timers to run out")
     wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=120)
-    result = audit(rig.bootstrap, rig.prefix, mix.ledger, exact_activity=False)
+    result = audit(
+        rig.bootstrap,
+        rig.prefix,
+        mix.ledger,
+        exact_activity=False,
+        round_robin_exact=config_dir is None,
+    )
     assert not result.problems, result.summary()
     assert result.lost == 0 and result.duplicated == 0, result.summary()
     for w in rig.workers:
@@ -79,6 +99,18 @@ def rebalance_run(rig: Rig, *, rate: float, seed: int, rounds: int, crash: bool 
 
 def test_two_then_three_workers_one_leaves_nothing_lost_or_doubled(rig, figures):
     figures(rebalance_run(rig, rate=400, seed=2, rounds=1))
+
+
+def test_rebalance_while_leads_wait_and_are_reassigned(rig, figures, tmp_path):
+    """The fast lane's reps begin their day 20 s in: its waiting line and its hand-out timer,
+    then the reassignment timers, move with their partitions as workers join and leave.
+    Nobody is handed out or reassigned twice, and nobody waiting is forgotten."""
+    sla = 12.0
+    config = waiting_config(tmp_path / "waiting-config", day_starts_in=20, sla_seconds=sla)
+    result = rebalance_run(rig, rate=300, seed=29, rounds=1, config_dir=config, timers_for=sla + 3)
+    assert result["handed_out"] > 0 and result["reassigned"] > 0, result
+    assert result["waiting"] == 0, result
+    figures(result)
 
 
 @pytest.mark.long
