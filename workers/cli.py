@@ -626,14 +626,15 @@ def replay(
 
     import orjson
 
-    from workers.replay import render_summary, replayed, when
+    from workers.history import moment_text
+    from workers.replay import render_summary, replayed
 
     check_stretch(since, until)
     candidate = _replay_config(candidate_dir, "candidate")  # refused before anything is read
     baseline = _replay_config(baseline_dir, "baseline")
     end = time.time() if until is None else until
     if end <= since:
-        raise click.UsageError(f"--since ({when(since)}) is in the future")
+        raise click.UsageError(f"--since ({moment_text(since)}) is in the future")
     _broker(baseline)
     from confluent_kafka import KafkaException
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from topics import catalogue as cat
 from topics.vocabulary import ACTIVITY_TYPES, FIRST_CONTACT
-from workers.history import record_time
+from workers.core.context import iso
+from workers.history import moment_text, record_time
 from workers.settings import Config
 
 _LEAD_ID = re.compile(r"^ld_[0-9a-f]{8,64}$")
@@ -125,11 +125,8 @@ def collect(lead_id: str, email: str | None, records: Iterable[Any], sales_topic
     return history
 
 
-def _iso(moment: float | None, timespec: str = "seconds") -> str:
-    if moment is None:
-        return "-"
-    shown = datetime.fromtimestamp(moment, UTC).isoformat(timespec=timespec)
-    return shown.replace("+00:00", "Z")
+def _iso(moment: float | None) -> str:
+    return moment_text(moment) if moment is not None else "-"
 
 
 def duration(seconds: float) -> str:
@@ -253,7 +250,7 @@ def render_json(history: History) -> dict[str, Any]:
         "records_read": history.records_read,
         "malformed": history.malformed,
         "events": [
-            {"at": _iso(e.at, "milliseconds"), "topic": e.topic, "kind": e.kind, "value": e.value}
+            {"at": iso(e.at), "topic": e.topic, "kind": e.kind, "value": e.value}
             for e in history.entries
         ],
     }

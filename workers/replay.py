@@ -67,7 +67,6 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +74,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from workers.history import moment_text
 from workers.settings import Config
 
 if TYPE_CHECKING:
@@ -753,8 +753,8 @@ def render_summary(report: dict[str, Any], facts: Facts, since: float, until: fl
     base, cand = report["baseline"], report["candidate"]
     topics = ", ".join(f"{t} {_n(n)}" for t, n in sorted(facts.per_topic.items()))
     lines = [
-        f"replay {when(since)} .. {when(until)}: {_n(report['events'])} events ({topics}), "
-        f"{_n(report['leads'])} leads",
+        f"replay {moment_text(since)} .. {moment_text(until)}: {_n(report['events'])} events "
+        f"({topics}), {_n(report['leads'])} leads",
     ]
     if base["dead_letters"]:
         shown = ", ".join(f"{r} {_n(n)}" for r, n in base["dead_letters"].items())
@@ -843,10 +843,6 @@ def _said(decision: dict[str, Any]) -> str:
     return status
 
 
-def when(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 # --------------------------------------------------------------------------- the command
 def load_accounts(config: Config) -> AccountBook:
     """The accounts table as it is now, read whole as the worker reads it at start."""
@@ -898,7 +894,7 @@ def replayed(
         raise click.UsageError(
             f"{exc}: is the topic prefix right? (`leadrouter topics apply` creates the topics)"
         ) from None
-    nothing = f"nothing to replay: no records between {when(since)} and {when(until)}"
+    nothing = f"nothing to replay: no records between {moment_text(since)} and {moment_text(until)}"
     if stretch.empty:
         raise click.UsageError(f"{nothing} on {', '.join(stretch.topics)}")
     disk = store == "disk" or (store == "auto" and stretch.total > DISK_ABOVE)

@@ -11,9 +11,10 @@ escaped: a rep's name or a trace line is text, never markup.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from html import escape
 from typing import Any
+
+from workers.history import moment_text
 
 BASELINE_FILL = "#8a99ad"  # what the worker does now
 CANDIDATE_FILL = "#e07b1a"  # what the candidate would do
@@ -24,10 +25,6 @@ GAP = 6  # between one row's bars and the next row
 LABEL = 210  # width of the label column
 PLOT = 520  # width of the longest bar
 VALUE = 90  # room for the value after a bar
-
-
-def _when(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _n(value: float) -> str:
@@ -160,7 +157,7 @@ def render_html(report: dict[str, Any], since: float, until: float) -> str:
     changed = "".join(_changed(entry) for entry in report["changed"])
     summary = (
         f"{_n(report['events'])} events, {_n(report['leads'])} leads, "
-        f"{_when(since)} to {_when(until)}. Baseline {escape(base['config'])} "
+        f"{moment_text(since)} to {moment_text(until)}. Baseline {escape(base['config'])} "
         f"(MQL threshold {base['mql_threshold']:g}); candidate {escape(cand['config'])} "
         f"(MQL threshold {cand['mql_threshold']:g}). "
         f"{_n(report['changed_count'])} leads would be decided differently."

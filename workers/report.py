@@ -27,14 +27,13 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from topics import catalogue as cat
 from topics.vocabulary import ACTIVITY_TYPES, FIRST_CONTACT, LEAD_ASSIGNED, ROUTED_EVENTS
-from workers.history import record_time
+from workers.history import moment_text, record_time
 from workers.settings import Config
 
 BAND_WIDTH = 10.0
@@ -79,10 +78,7 @@ def band_label(low: float, width: float = BAND_WIDTH) -> str:
 
 
 def iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    shown = datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
-    return shown.replace("+00:00", "Z")
+    return moment_text(moment) if moment is not None else None
 
 
 @dataclass(slots=True)
