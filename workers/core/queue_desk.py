@@ -55,11 +55,17 @@ def seen_before(desk: dict[str, Any], what: str) -> bool:
     key = fingerprint(what)
     if key in recent:
         return True
-    recent[key] = 1
+    keep_recent(recent, key, 1)
+    return False
+
+
+def keep_recent(recent: dict[str, Any], key: str, answer: Any) -> None:
+    """Keep `answer` under `key` in the desk's memory, forgetting the oldest beyond
+    RECENT_ASSIGNMENTS."""
+    recent[key] = answer
     if len(recent) > RECENT_ASSIGNMENTS:
         for oldest in list(islice(recent, len(recent) - RECENT_ASSIGNMENTS)):
             del recent[oldest]
-    return False
 
 
 def waiting_line(desk: dict[str, Any] | None) -> tuple[int, float | None]:
@@ -123,10 +129,7 @@ class QueueDesk:
         if rep is None:
             self._join(queue_name, desk, [request.lead, now, request.preferred], steps)
             self._arm(key, queue, desk, now, fx)
-        recent[attempt] = [rep, int(now * 1000) / 1000]  # ms, never after the first answer
-        if len(recent) > RECENT_ASSIGNMENTS:
-            for oldest in list(islice(recent, len(recent) - RECENT_ASSIGNMENTS)):
-                del recent[oldest]
+        keep_recent(recent, attempt, [rep, int(now * 1000) / 1000])  # ms: never after the answer
         state.put(key, desk)
         answer = self._answer(request, rep, now)
         routed = publish.assigned(request.draft, answer, steps)
