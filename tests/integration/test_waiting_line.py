@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import orjson
 import pytest
@@ -19,7 +19,7 @@ import yaml
 
 from tests.integration.test_pipeline import ROUTED, form
 from tests.support.metrics import scrape, value
-from tests.support.worker import patience, wait_until
+from tests.support.worker import patience, wait_until, working_day_starting_in
 from workers.core.identity import lead_id
 
 pytestmark = pytest.mark.integration
@@ -35,15 +35,6 @@ def edit(path, change) -> None:
     path.write_text(yaml.safe_dump(data))
 
 
-def a_zone_at_midday(now: datetime) -> tuple[str, datetime]:
-    """A fixed-offset time zone where it is the middle of the day now, so a working day
-    starting in a few seconds never crosses midnight, and the local time there."""
-    offset = (12 - now.hour) % 24
-    offset = offset - 24 if offset > 12 else offset
-    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"  # Etc/GMT-3 is UTC+3
-    return zone, now + timedelta(hours=offset)
-
-
 def records(lane, until, what):
     found = lane.topics.read(
         ROUTED, lambda r: until([orjson.loads(x.value) for x in r]), patience(60), what
@@ -52,14 +43,7 @@ def records(lane, until, what):
 
 
 def test_a_waiting_lead_is_handed_out_when_the_reps_day_begins(lane, started):
-    now = datetime.now(UTC)
-    zone, local = a_zone_at_midday(now)
-    start = (local + timedelta(seconds=DAY_STARTS_IN)).replace(microsecond=0)
-    hours = {
-        "start": start.strftime("%H:%M:%S"),
-        "end": "23:59",
-        "days": list(("mon", "tue", "wed", "thu", "fri", "sat", "sun")),
-    }
+    zone, hours, day_starts = working_day_starting_in(DAY_STARTS_IN)
 
     def one_rep_starting_soon(reps):
         reps["reps"]["ana.silva"].update(timezone=zone, working_hours=hours)
@@ -76,7 +60,6 @@ def test_a_waiting_lead_is_handed_out_when_the_reps_day_begins(lane, started):
     waiting = records(lane, lambda r: len(r) >= 1, "the lead routed to the line")
     assert [(v["event"], v["rep_id"]) for v in waiting] == [("lead.assigned", None)]
     assert "waits in fast-lane's line (1 waiting)" in waiting[0]["reason"]["trace"][-1]
-    day_starts = start.timestamp() - (local - now).total_seconds()
     assert datetime.fromisoformat(waiting[0]["routed_at"]).timestamp() < day_starts, (
         "routed after the rep's day began: too slow a machine for this test "
         "(LEADROUTER_TEST_SLOWDOWN stretches it)"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import Rig
-from tests.support.faults import Mix, audit, wait_settled, waiting_config
+from tests.support.faults import Mix, audit, timers_run_out, wait_settled, waiting_config
 from tests.support.worker import wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,10 +36,11 @@ def crash_run(
     seed: int,
     guarantee: str = "exactly_once",
     config_dir: Path | None = None,
+    timers_from: float = 0.0,
     timers_for: float = 0.0,
 ) -> tuple[dict, str]:
-    """`timers_for`: after the traffic stops, let SLA timers that long run out before the
-    audit, so no reassignment is still to come while it reads."""
+    """`timers_for`: SLA timers that long, started up to `timers_from` or the traffic's end,
+    run out before the audit, so no reassignment is still to come while it reads."""
     rng = random.Random(seed)
     mix = Mix(seed, rig.prefix.rstrip("."))
     started = time.monotonic()
@@ -77,8 +78,7 @@ def crash_run(
     seen = mix.assigned_seen
     wait_until(lambda: mix.assigned_seen > seen + 10, 60, "routing after the last restart")
     traffic.stop()
-    quiet = time.time() + timers_for
-    wait_until(lambda: time.time() >= quiet, timers_for + 5, "the last SLA timers to run out")
+    timers_run_out(timers_from, timers_for)
     wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=120)
     result = audit(rig.bootstrap, rig.prefix, mix.ledger, round_robin_exact=config_dir is None)
     log = worker.log_text()
@@ -114,9 +114,17 @@ def test_sigkill_while_leads_wait_and_are_reassigned(rig, figures, tmp_path):
     reassigned twice, nobody waiting is forgotten, and each rep's counts match the leads
     they have in the end."""
     sla = 12.0
-    config = waiting_config(tmp_path / "waiting-config", day_starts_in=20, sla_seconds=sla)
+    config, day_starts = waiting_config(
+        tmp_path / "waiting-config", day_starts_in=20, sla_seconds=sla
+    )
     result, _ = crash_run(
-        rig, kills=4, rate=300, seed=20261129, config_dir=config, timers_for=sla + 3
+        rig,
+        kills=4,
+        rate=300,
+        seed=20261129,
+        config_dir=config,
+        timers_from=day_starts,
+        timers_for=sla + 3,
     )
     assert result["handed_out"] > 0 and result["reassigned"] > 0, result
     assert result["waiting"] == 0, result

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import Rig
-from tests.support.faults import CrashableWorker, Mix, audit, wait_settled, waiting_config
+from tests.support.faults import (
+    CrashableWorker,
+    Mix,
+    audit,
+    timers_run_out,
+    wait_settled,
+    waiting_config,
+)
 from tests.support.metrics import scrape, value
 from tests.support.worker import wait_until
 
@@ -45,11 +52,13 @@ def rebalance_run(
     rounds: int,
     crash: bool = False,
     config_dir: Path | None = None,
+    timers_from: float = 0.0,
     timers_for: float = 0.0,
 ) -> dict:
     """Each round a worker joins, then the oldest but one leaves (with crash=True every
     other leaver is SIGKILLed: its partitions move only after its session times out).
-    `timers_for`: after the traffic, let SLA timers that long run out before the audit."""
+    `timers_for`: SLA timers that long, started up to `timers_from` or the traffic's end,
+    run out before the audit."""
     started = time.monotonic()
     mix = Mix(seed, rig.prefix.rstrip("."))
     kw = {"config_dir": config_dir} if config_dir is not None else {}
@@ -72,8 +81,7 @@ def rebalance_run(
             leaver.stop()  # graceful: it leaves the group mid-stream
         progress(mix, 50, "leads routed after a worker left")
     traffic.stop()
-    quiet = time.time() + timers_for
-    wait_until(lambda: time.time() >= quiet, timers_for + 5, "the last SLA timers to run out")
+    timers_run_out(timers_from, timers_for)
     wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=120)
     result = audit(
         rig.bootstrap,
@@ -106,8 +114,18 @@ def test_rebalance_while_leads_wait_and_are_reassigned(rig, figures, tmp_path):
     then the reassignment timers, move with their partitions as workers join and leave.
     Nobody is handed out or reassigned twice, and nobody waiting is forgotten."""
     sla = 12.0
-    config = waiting_config(tmp_path / "waiting-config", day_starts_in=20, sla_seconds=sla)
-    result = rebalance_run(rig, rate=300, seed=29, rounds=1, config_dir=config, timers_for=sla + 3)
+    config, day_starts = waiting_config(
+        tmp_path / "waiting-config", day_starts_in=20, sla_seconds=sla
+    )
+    result = rebalance_run(
+        rig,
+        rate=300,
+        seed=29,
+        rounds=1,
+        config_dir=config,
+        timers_from=day_starts,
+        timers_for=sla + 3,
+    )
     assert result["handed_out"] > 0 and result["reassigned"] > 0, result
     assert result["waiting"] == 0, result
     figures(result)

@@ -37,7 +37,13 @@ import orjson
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from tests.support.worker import LEADROUTER, WorkerProcess, always_open_config, wait_until
+from tests.support.worker import (
+    LEADROUTER,
+    WorkerProcess,
+    always_open_config,
+    wait_until,
+    working_day_starting_in,
+)
 from topics import catalogue as cat
 from workers.core.context import fingerprint as seen_key
 from workers.core.identity import lead_id
@@ -67,27 +73,17 @@ def roomy_config(target: Path) -> Path:
     return target
 
 
-def waiting_config(target: Path, day_starts_in: float, sla_seconds: float) -> Path:
+def waiting_config(target: Path, day_starts_in: float, sla_seconds: float) -> tuple[Path, float]:
     """`roomy_config`, but the fast lane's reps begin their working day `day_starts_in`
     seconds from now (its leads wait in the queue's line until then, and are all handed out
-    at once), and a fast-lane lead nobody touches within `sla_seconds` is reassigned once."""
+    at once), and a fast-lane lead nobody touches within `sla_seconds` is reassigned once.
+    Returns the directory and the moment the reps' day begins."""
     roomy_config(target)
-    now = datetime.now(UTC)
-    offset = (12 - now.hour) % 24  # a fixed-offset zone where it is midday now
-    offset = offset - 24 if offset > 12 else offset
-    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
-    start = now + timedelta(hours=offset, seconds=day_starts_in)
+    zone, hours, day_starts = working_day_starting_in(day_starts_in)
     reps_file, routing_file = target / "reps.yaml", target / "routing.yaml"
     reps = yaml.safe_load(reps_file.read_text())
     for rep_id in FAST_LANE_REPS:
-        reps["reps"][rep_id].update(
-            timezone=zone,
-            working_hours={
-                "start": start.strftime("%H:%M:%S"),
-                "end": "23:59",
-                "days": list(("mon", "tue", "wed", "thu", "fri", "sat", "sun")),
-            },
-        )
+        reps["reps"][rep_id].update(timezone=zone, working_hours=hours)
     reps_file.write_text(yaml.safe_dump(reps))
     routing = yaml.safe_load(routing_file.read_text())
     routing["handout"] = {"per_rep": 1000, "every_minutes": 1}
@@ -95,7 +91,15 @@ def waiting_config(target: Path, day_starts_in: float, sla_seconds: float) -> Pa
         sla_minutes=sla_seconds / 60, on_sla_breach={"action": "reassign", "max_reassignments": 1}
     )
     routing_file.write_text(yaml.safe_dump(routing))
-    return target
+    return target, day_starts
+
+
+def timers_run_out(started_by: float, seconds: float) -> None:
+    """Wait until SLA timers of `seconds`, the last started by `started_by` or by now
+    (whichever is later: a waiting line handed out when the reps' day begins starts them
+    then, however early the traffic ended), have all fired."""
+    quiet = max(time.time(), started_by) + seconds
+    wait_until(lambda: time.time() >= quiet, quiet - time.time() + 5, "the last SLA timers")
 
 
 # --------------------------------------------------------------------------- workers

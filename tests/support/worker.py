@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from topics import catalogue as cat
 from workers.embedded import free_port
-from workers.settings import DEFAULT_CONFIG_DIR
+from workers.settings import DEFAULT_CONFIG_DIR, WEEKDAYS
 
 LEADROUTER = Path(sys.executable).parent / "leadrouter"
 # Deadlines are generous for a loaded two-core machine already; a slower one can stretch
@@ -61,6 +62,19 @@ def always_open_config(target: Path) -> Path:
         rep.pop("out_of_office", None)
     reps_file.write_text(yaml.safe_dump(reps))
     return target
+
+
+def working_day_starting_in(seconds: float) -> tuple[str, dict[str, Any], float]:
+    """A rep's time zone and working hours that begin `seconds` from now, to the second, in a
+    fixed-offset zone where it is midday now (so the day never crosses midnight), and the
+    moment the day begins, in epoch seconds."""
+    now = datetime.now(UTC)
+    offset = (12 - now.hour) % 24
+    offset = offset - 24 if offset > 12 else offset
+    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"  # Etc/GMT-3 is UTC+3
+    local_start = (now + timedelta(hours=offset, seconds=seconds)).replace(microsecond=0)
+    hours = {"start": local_start.strftime("%H:%M:%S"), "end": "23:59", "days": list(WEEKDAYS)}
+    return zone, hours, local_start.timestamp() - offset * 3600
 
 
 class WorkerProcess:
