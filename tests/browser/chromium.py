@@ -76,3 +76,13 @@ def screenshot(
     background, share = colours.most_common(1)[0]
     assert share < blank_above * total, f"mostly one colour {background}: a blank page?"
     return colours, total
+
+
+def assert_script_error_caught(page: Path, broken: str, work: Path) -> None:
+    """`page` rewritten as `broken` (its script made to fail): the console scan and the
+    page's own error mark both see it, so the checks of a working page can fail."""
+    page.write_text(broken, encoding="utf-8")
+    run = browse(page, work, "--dump-dom")
+    assert any("Uncaught" in line for line in run.console), run.console
+    attrs = root_attributes(run.stdout)
+    assert "data-render-error" in attrs and "data-rendered" not in attrs

@@ -17,7 +17,12 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from tests.browser.chromium import browse, root_attributes, screenshot
+from tests.browser.chromium import (
+    assert_script_error_caught,
+    browse,
+    root_attributes,
+    screenshot,
+)
 from workers.cli import main
 from workers.routing_view import build_view
 from workers.settings import DEFAULT_CONFIG_DIR, load_config
@@ -162,8 +167,4 @@ def test_the_checks_see_a_script_error(tmp_path: Path) -> None:
         flags=re.S,
     )
     assert broken != text
-    page.write_text(broken, encoding="utf-8")
-    run = browse(page, tmp_path, "--dump-dom")
-    assert any("Uncaught" in line for line in run.console), run.console
-    attrs = root_attributes(run.stdout)
-    assert "data-render-error" in attrs and "data-rendered" not in attrs
+    assert_script_error_caught(page, broken, tmp_path)

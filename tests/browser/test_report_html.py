@@ -18,7 +18,12 @@ from typing import Any
 
 import orjson
 
-from tests.browser.chromium import browse, root_attributes, screenshot
+from tests.browser.chromium import (
+    assert_script_error_caught,
+    browse,
+    root_attributes,
+    screenshot,
+)
 from workers.report import Collector
 from workers.report_html import render_html
 
@@ -144,8 +149,4 @@ def test_the_checks_see_a_script_error(tmp_path: Path) -> None:
     text = page.read_text(encoding="utf-8")
     broken = text.replace('querySelectorAll("svg.chart")', 'querySelectorAll("svg.chart").nope()')
     assert broken != text
-    page.write_text(broken, encoding="utf-8")
-    run = browse(page, tmp_path, "--dump-dom")
-    assert any("Uncaught" in line for line in run.console), run.console
-    attrs = root_attributes(run.stdout)
-    assert "data-render-error" in attrs and "data-rendered" not in attrs
+    assert_script_error_caught(page, broken, tmp_path)
