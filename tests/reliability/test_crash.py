@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import Rig
-from tests.support.faults import Mix, audit, timers_run_out, wait_settled, waiting_config
+from tests.support.faults import (
+    Mix,
+    assert_waited_and_reassigned,
+    audit,
+    timers_run_out,
+    wait_settled,
+    waiting_scenario,
+)
 from tests.support.worker import wait_until
 
 pytestmark = pytest.mark.integration
@@ -113,21 +120,8 @@ def test_sigkill_while_leads_wait_and_are_reassigned(rig, figures, tmp_path):
     them within a 12 s SLA; the worker is killed throughout. Nobody is handed out or
     reassigned twice, nobody waiting is forgotten, and each rep's counts match the leads
     they have in the end."""
-    sla = 12.0
-    config, day_starts = waiting_config(
-        tmp_path / "waiting-config", day_starts_in=20, sla_seconds=sla
-    )
-    result, _ = crash_run(
-        rig,
-        kills=4,
-        rate=300,
-        seed=20261129,
-        config_dir=config,
-        timers_from=day_starts,
-        timers_for=sla + 3,
-    )
-    assert result["handed_out"] > 0 and result["reassigned"] > 0, result
-    assert result["waiting"] == 0, result
+    result, _ = crash_run(rig, kills=4, rate=300, seed=20261129, **waiting_scenario(tmp_path))
+    assert_waited_and_reassigned(result)
     figures(result)
 
 

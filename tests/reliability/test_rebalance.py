@@ -19,10 +19,11 @@ from tests.reliability.conftest import Rig
 from tests.support.faults import (
     CrashableWorker,
     Mix,
+    assert_waited_and_reassigned,
     audit,
     timers_run_out,
     wait_settled,
-    waiting_config,
+    waiting_scenario,
 )
 from tests.support.metrics import scrape, value
 from tests.support.worker import wait_until
@@ -113,21 +114,8 @@ def test_rebalance_while_leads_wait_and_are_reassigned(rig, figures, tmp_path):
     """The fast lane's reps begin their day 20 s in: its waiting line and its hand-out timer,
     then the reassignment timers, move with their partitions as workers join and leave.
     Nobody is handed out or reassigned twice, and nobody waiting is forgotten."""
-    sla = 12.0
-    config, day_starts = waiting_config(
-        tmp_path / "waiting-config", day_starts_in=20, sla_seconds=sla
-    )
-    result = rebalance_run(
-        rig,
-        rate=300,
-        seed=29,
-        rounds=1,
-        config_dir=config,
-        timers_from=day_starts,
-        timers_for=sla + 3,
-    )
-    assert result["handed_out"] > 0 and result["reassigned"] > 0, result
-    assert result["waiting"] == 0, result
+    result = rebalance_run(rig, rate=300, seed=29, rounds=1, **waiting_scenario(tmp_path))
+    assert_waited_and_reassigned(result)
     figures(result)
 
 

@@ -94,6 +94,22 @@ def waiting_config(target: Path, day_starts_in: float, sla_seconds: float) -> tu
     return target, day_starts
 
 
+def waiting_scenario(tmp: Path) -> dict[str, Any]:
+    """The run options of the fault tests' waiting-line scenario: the fast lane's reps begin
+    their day 20 s in, and a lead nobody touches within 12 s is reassigned once; the audit
+    waits for the last of those SLA timers."""
+    sla = 12.0
+    config, day_starts = waiting_config(tmp / "waiting-config", day_starts_in=20, sla_seconds=sla)
+    return {"config_dir": config, "timers_from": day_starts, "timers_for": sla + 3}
+
+
+def assert_waited_and_reassigned(figures: dict[str, Any]) -> None:
+    """The scenario happened: leads were handed out of the line and reassigned, and none
+    is still waiting (forgotten)."""
+    assert figures["handed_out"] > 0 and figures["reassigned"] > 0, figures
+    assert figures["waiting"] == 0, figures
+
+
 def timers_run_out(started_by: float, seconds: float) -> None:
     """Wait until SLA timers of `seconds`, the last started by `started_by` or by now
     (whichever is later: a waiting line handed out when the reps' day begins starts them
