@@ -16,6 +16,8 @@ EMAIL_EVENTS = "marketing.email-events"
 AD_CLICKS = "marketing.ad-clicks"
 SALES_ACTIVITIES = "sales.activities"
 ACCOUNTS = "reference.accounts"
+# Published configuration versions, keyed by version; one partition keeps them in order.
+CONFIG = "reference.config"
 DEADLETTER = "leads.deadletter"
 ROUTED_PREFIX = "leads.routed."
 # Internal: records re-keyed by lead, visitor or queue so that each key's state has one owner.
@@ -61,6 +63,7 @@ def catalogue(
         spec(AD_CLICKS, retained),
         spec(SALES_ACTIVITIES, retained),
         spec(ACCOUNTS, {"cleanup.policy": "compact"}),
+        TopicSpec(prefix + CONFIG, 1, replication_factor, {"cleanup.policy": "compact"}),
         spec(DEADLETTER, {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)}),
     ]
     specs += [spec(routed_topic(q), retained) for q in queues]

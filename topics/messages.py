@@ -205,7 +205,9 @@ def _touch_wire(msg: Touch) -> dict[str, Any]:
 
 
 def _draft_wire(draft: RoutedLead) -> Any:
-    return orjson.Fragment(encode_routed(draft))
+    """A draft is never published as it is: no configuration version yet (and a 0.1.0
+    worker reading it knows no such key)."""
+    return orjson.Fragment(encode_routed(draft).replace(b',"config_version":null}', b"}", 1))
 
 
 def wire(msg: Message) -> dict[str, Any]:

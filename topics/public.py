@@ -142,6 +142,9 @@ class Reason:
     rule: str | None
     assignment: str | None
     trace: list[str]
+    # The configuration version that decided it (`config publish`; the content hash of the
+    # local files when none is published). Set on every published record.
+    config_version: str | None = None
 
 
 @dataclass(slots=True)

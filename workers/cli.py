@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +150,48 @@ class Instant(click.ParamType):
         return moment
 
 
+class VersionRef(click.ParamType):
+    """A published configuration version: `latest`, or 4 to 12 of its hex digits; with
+    `directories`, a config directory too (what `config diff` compares)."""
+
+    name = "version"
+
+    def __init__(self, *, directories: bool = False) -> None:
+        self.directories = directories
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> str:
+        text = str(value).strip()
+        if text == "latest" or re.fullmatch(r"[0-9a-fA-F]{4,12}", text):
+            return text.lower()
+        if self.directories and Path(text).is_dir():
+            return text
+        also = " or a config directory" if self.directories else ""
+        self.fail(
+            f"{text!r} is not a version: give `latest` or 4 to 12 hex digits of one{also}, "
+            "as `leadrouter config history` lists them, for example 3f2a9c0d",
+            param,
+            ctx,
+        )
+
+
+class Note(click.ParamType):
+    """One line, kept short: it is shown in every `config history` listing."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> str:
+        text = str(value).strip()
+        if len(text) > NOTE_CHARS or any(ord(c) < 32 for c in text):
+            self.fail(
+                f"the note must be one line of at most {NOTE_CHARS} characters (got "
+                f"{len(text)}{', with a line break' if any(ord(c) < 32 for c in text) else ''}); "
+                "for example --note 'ben.carter on leave until Monday'",
+                param,
+                ctx,
+            )
+        return text
+
+
 def _new_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """An output file: its directory must exist (the file itself is written or replaced)."""
     if value is not None and not value.parent.is_dir():
@@ -185,6 +228,7 @@ def _broker(config: Config) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+NOTE_CHARS = 200
 RATE = Quantity("the rate", "events per second", above=0, example="200")
 
 
@@ -240,7 +284,7 @@ def topics_check(config: Config) -> None:
 
 @main.group("config")
 def config_group() -> None:
-    """Validate configuration, and show the routing as a person reads it."""
+    """Validate configuration, publish it as versioned data, and show the routing."""
 
 
 @config_group.command("check")
@@ -287,6 +331,138 @@ def config_show(config: Config, html_file: Path | None, at: datetime | None) -> 
     if html_file is not None:
         html_file.write_text(render_html(view), encoding="utf-8")
         click.echo(f"wrote {html_file}", err=True)
+
+
+# --------------------------------------------------------------------------- published config
+def _published(config: Config) -> tuple[list[Any], list[Any]]:
+    """The versions on the configuration topic (and the records that are none)."""
+    _broker(config)
+    from topics import catalogue as cat
+    from workers.runtime.config_reader import read_versions
+
+    return read_versions(config.settings, config.settings.kafka.topic_prefix + cat.CONFIG)
+
+
+def _version(config: Config, ref: str) -> Any:
+    """A published version named by `ref` (latest, a version or a prefix); exit 2 if none."""
+    from workers.config_versions import find
+
+    versions, _ = _published(config)
+    try:
+        return find(versions, ref)
+    except LookupError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@config_group.command("publish")
+@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--note", type=Note(), default="", help="Why: shown by `config history` (one line).")
+@click.option(
+    "--version",
+    "again",
+    metavar="V",
+    type=VersionRef(),
+    default=None,
+    help="Publish an earlier published version again (a rollback): its version or a prefix.",
+)
+def config_publish(directory: str | None, note: str, again: str | None) -> None:
+    """Validate DIRECTORY's four files and publish them as a new version that every worker
+    switches to between batches, without a restart. Nothing is published on any error."""
+    import getpass
+    import socket
+    import time
+
+    from topics import catalogue as cat
+    from workers import admin, config_versions
+    from workers.runtime.config_reader import publish
+
+    try:
+        config = load_config(directory)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{exc.count}; nothing published", err=True)
+        sys.exit(1)
+    configure_logging(config.settings.log_level)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    _broker(config)
+    admin.ensure_topics(config)  # the configuration topic, and the new version's queues'
+    versions, _ = _published(config)
+    publisher = f"{getpass.getuser()}@{socket.gethostname()}"
+    if again is not None:
+        try:
+            earlier = config_versions.find(versions, again)
+        except LookupError as exc:
+            raise click.UsageError(str(exc)) from None
+        version = earlier.version
+        value = config_versions.republished(
+            earlier,
+            note=note or f"rollback to {version} ({earlier.note or 'no note'})",
+            publisher=publisher,
+            at=time.time(),
+        )
+    else:
+        version = config.version
+        value = config_versions.record(config, note=note, publisher=publisher, at=time.time())
+    if versions and versions[-1].version == version:
+        click.echo(f"already the latest: {version} (published {versions[-1].when})")
+        return
+    topic = config.settings.kafka.topic_prefix + cat.CONFIG
+    offset = publish(config.settings, topic, version, value)
+    click.echo(f"published {version} to {topic} (offset {offset}){f': {note}' if note else ''}")
+
+
+@config_group.command("history")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per version instead.")
+@config_option
+def config_history(config: Config, as_json: bool) -> None:
+    """The published versions, oldest first, with their time, publisher and note; the
+    latest is the one workers run."""
+    import orjson
+
+    versions, refused = _published(config)
+    if as_json:
+        for p in versions:
+            row = {
+                "version": p.version,
+                "published_at": p.published_at,
+                "publisher": p.publisher,
+                "note": p.note,
+                "offset": p.offset,
+            }
+            click.echo(orjson.dumps(row))
+        return
+    if not versions:
+        click.echo("no configuration published yet: workers run their local files")
+    for n, p in enumerate(versions):
+        latest = "  (latest)" if n == len(versions) - 1 else ""
+        click.echo(f"{p.version}  {p.when}  {p.publisher or '-'}  {p.note or '-'}{latest}")
+    for offset, exc in refused:
+        click.echo(f"offset {offset}: not a version ({exc.reason}): {exc.detail}", err=True)
+
+
+@config_group.command("diff")
+@click.argument("a", metavar="A", type=VersionRef(directories=True))
+@click.argument("b", metavar="B", type=VersionRef(directories=True))
+@config_option
+def config_diff(config: Config, a: str, b: str) -> None:
+    """What changed from A to B, file by file. Each is a published version (`latest`, a
+    version or a prefix of one) or a config directory, e.g. `config diff latest config/`."""
+    from workers.config_versions import diff
+
+    def files(ref: str) -> tuple[str, Any]:
+        if Path(ref).is_dir():
+            return ref.rstrip("/"), _load(ref).texts
+        published = _version(config, ref)
+        return published.version, published.files
+
+    (a_name, a_files), (b_name, b_files) = files(a), files(b)
+    lines = diff(a_files, b_files, a_name, b_name)
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo(f"no difference between {a_name} and {b_name}")
 
 
 @main.group()
@@ -538,10 +714,15 @@ def report(
 
 
 # --------------------------------------------------------------------------- replay
-def _replay_config(directory: str | None, which: str) -> Config:
-    """A configuration, or the same problems `config check` lists, and exit status 2."""
+def _replay_config(ref: str | None, which: str) -> Config:
+    """A configuration: a directory, a published version (`latest` or its hex digits), or
+    for the baseline by default the one the worker runs (the latest published version, else
+    the local files). Invalid: the problems `config check` lists, and exit status 2."""
+    from workers.config_versions import Refused, find, runnable
+
+    directory = ref if ref is not None and Path(ref).is_dir() else None
     try:
-        return load_config(directory)
+        local = load_config(directory)
     except ConfigError as exc:
         shown = directory or "the default configuration"
         click.echo(f"leadrouter replay: the {which} configuration ({shown}) is invalid:", err=True)
@@ -549,6 +730,24 @@ def _replay_config(directory: str | None, which: str) -> Config:
             click.echo(str(problem), err=True)
         click.echo(exc.count, err=True)
         sys.exit(2)
+    if directory is not None:
+        return local
+    if ref is None and (
+        local.settings.config_source == "files" or not local.settings.kafka.bootstrap_servers
+    ):
+        return local  # the worker runs these files (or there is no broker to ask)
+    from topics import catalogue as cat
+
+    versions, _ = _published(local)
+    if ref is None and not versions:
+        return local
+    try:
+        published = find(versions, ref or "latest")
+        return runnable(published, local, local.settings.kafka.topic_prefix + cat.CONFIG)
+    except LookupError as exc:
+        raise click.UsageError(f"--{'config' if which == 'candidate' else which}: {exc}") from None
+    except Refused as exc:  # cannot happen for a listed version; said plainly if it does
+        raise click.ClickException(f"the {which} version is invalid: {exc.detail}") from None
 
 
 @main.command("replay")
@@ -562,17 +761,17 @@ def _replay_config(directory: str | None, which: str) -> Config:
 @click.option(
     "--config",
     "candidate_dir",
-    type=click.Path(exists=True, file_okay=False),
+    type=VersionRef(directories=True),
     required=True,
-    help="The candidate configuration directory.",
+    help="The candidate configuration: a directory or a published version (latest, 3f2a9c0d).",
 )
 @click.option(
     "--baseline",
     "baseline_dir",
-    type=click.Path(exists=True, file_okay=False),
+    type=VersionRef(directories=True),
     default=None,
-    help="The configuration to compare with (default: the worker's, "
-    "$LEADROUTER_CONFIG_DIR or the bundled config/).",
+    help="The configuration to compare with, a directory or a published version (default: "
+    "the one the worker runs: the latest published, else $LEADROUTER_CONFIG_DIR or config/).",
 )
 @click.option(
     "--json",

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from workers.settings import Settings
 
@@ -110,3 +112,30 @@ def faust_broker(settings: Settings) -> dict[str, Any]:
     elif context is not None:
         conf["broker_credentials"] = faust.SSLCredentials(context)
     return conf
+
+
+T = TypeVar("T")
+# Answers that mean "not yet" on a topic created a moment ago: its partitions' leaders are
+# still being elected. librdkafka does not always mark them retriable.
+NOT_YET = frozenset({"NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART"})
+
+
+def answered(ask: Callable[[], T], timeout: float) -> T:
+    """A metadata answer, asked again while the broker says "not yet" or "retry", with a
+    growing pause, up to `timeout` seconds."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while True:
+        try:
+            return ask()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            again = getattr(error, "retriable", lambda: False)() or (
+                getattr(error, "name", lambda: "")() in NOT_YET
+            )
+            if not again or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +37,8 @@ REFRESH = 2.0
 
 def _with(config: Config, **kafka: Any) -> Config:
     s = config.settings
-    return Config(
-        settings=s.model_copy(update={"kafka": s.kafka.model_copy(update=kafka)}),
-        scoring=config.scoring,
-        routing=config.routing,
-        reps=config.reps,
-        directory=config.directory,
+    return replace(
+        config, settings=s.model_copy(update={"kafka": s.kafka.model_copy(update=kafka)})
     )
 
 
@@ -237,13 +234,7 @@ def run_demo(config: Config, *, rate: float, duration: float | None, seed: int |
             raise OSError("port 0: pick one here, so the screen shows where metrics are")
     except OSError:
         metrics_cfg = metrics_cfg.model_copy(update={"port": free_port()})
-    config = Config(
-        settings=s.model_copy(update={"store": store, "metrics": metrics_cfg}),
-        scoring=config.scoring,
-        routing=config.routing,
-        reps=config.reps,
-        directory=config.directory,
-    )
+    config = replace(config, settings=s.model_copy(update={"store": store, "metrics": metrics_cfg}))
     metrics_url = f"http://{metrics_cfg.host}:{metrics_cfg.port}/metrics"
     worker = Worker(config)
     threads: list[threading.Thread] = []

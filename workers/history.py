@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from workers.connection import answered
 from workers.settings import Settings
 
 if TYPE_CHECKING:
@@ -189,21 +190,8 @@ def _reader(settings: Settings) -> Consumer:
 
 
 def _answered(ask: Callable[[], T]) -> T:
-    """A metadata answer, asked again while the broker says so (a partition whose leader is
-    still being elected, on topics created a moment ago), up to BROKER_TIMEOUT seconds."""
-    from confluent_kafka import KafkaException
-
-    deadline = time.monotonic() + BROKER_TIMEOUT
-    pause = 0.1
-    while True:
-        try:
-            return ask()
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if not getattr(error, "retriable", lambda: False)() or time.monotonic() > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 2.0)
+    """A metadata answer, asked again while the broker says so, up to BROKER_TIMEOUT."""
+    return answered(ask, BROKER_TIMEOUT)
 
 
 def plan(settings: Settings, topics: Sequence[str], since: float, until: float | None) -> Plan:

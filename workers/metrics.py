@@ -24,6 +24,7 @@ from topics.vocabulary import (
     INVALID_REASONS,
     PROCESSING_ERROR,
 )
+from workers.config_versions import REFUSED_REASONS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SALES_BUCKETS = (30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200, 604800)
@@ -154,12 +155,45 @@ class Metrics:
             ["queue", "action", "outcome"],
             registry=r,
         )
+        self.config_info = Gauge(
+            "leadrouter_config_info",
+            "The configuration version this worker runs (1 on that version's series only)",
+            ["version"],
+            registry=r,
+        )
+        self.config_switched = Gauge(
+            "leadrouter_config_switched_timestamp_seconds",
+            "When this worker began running its configuration version (start or switch)",
+            registry=r,
+        )
+        self.config_switches = Counter(
+            "leadrouter_config_switches",
+            "Switches to a newly published configuration version without a restart",
+            registry=r,
+        )
+        self.config_refused = Counter(
+            "leadrouter_config_refused",
+            "Records on the configuration topic refused (not_json, newer_format, corrupt, "
+            "invalid); the worker kept the version it had",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REFUSED_REASONS:
+            self.config_refused.labels(reason)
         self.lines = WaitingLines(r)
         self.batch_process = self.batch_seconds.labels("process")
         self.batch_commit = self.batch_seconds.labels("commit")
         self._children: dict[tuple[Any, ...], Any] = {}
         self._pending: dict[tuple[Any, tuple[str, ...]], float] = {}
         self._scores: list[float] = []
+
+    def running(self, version: str, since: float, *, switched: bool) -> None:
+        """The configuration version this worker now runs, from `since`."""
+        self.config_info.clear()
+        self.config_info.labels(version).set(1)
+        self.config_switched.set(since)
+        if switched:
+            self.config_switches.inc()
 
     def declare(self, queues: Iterable[str], rules: Iterable[str]) -> None:
         """Create the known label sets at zero, so a first breach or a quiet topic shows as

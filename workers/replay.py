@@ -856,12 +856,7 @@ def load_accounts(config: Config) -> AccountBook:
     reader = AccountsReader(
         Clients(settings, "replay"), settings.kafka.topic_prefix + cat.ACCOUNTS, book
     )
-    try:
-        reader.load()
-    finally:
-        consumer = reader.close()
-        if consumer is not None:
-            consumer.close()
+    reader.read_once()
     return book
 
 

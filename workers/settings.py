@@ -8,12 +8,13 @@ config file can construct an object, and nothing in config is evaluated as code.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -36,6 +37,19 @@ M = TypeVar("M", bound="BaseModel")
 CONFIG_FILES = ("settings.yaml", "scoring.yaml", "routing.yaml", "reps.yaml")
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 MAX_PATTERN_LENGTH = 200
+# Hex digits of a configuration version: 48 bits, no collision among any team's versions.
+VERSION_CHARS = 12
+# What a published configuration does not decide: how this process connects, stores, logs
+# and serves metrics (each worker's own settings.yaml and environment).
+PROCESS_SETTINGS = (
+    "kafka",
+    "metrics",
+    "ingest",
+    "store",
+    "instance_id",
+    "log_level",
+    "config_source",
+)
 
 
 def compile_pattern(source: str) -> Any:
@@ -110,6 +124,9 @@ class Settings(Strict):
     dedupe_window: int = Field(32, ge=1, le=10000)
     instance_id: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # published: run the latest version on the configuration topic (local files until one
+    # is published); files: only this directory's files, whatever is published.
+    config_source: Literal["published", "files"] = "published"
 
 
 # --------------------------------------------------------------------------- scoring.yaml
@@ -384,6 +401,9 @@ class Config:
     directory: Path
     # Retired keys found and ignored (see RETIRED_SETTINGS); the caller reports them.
     warnings: tuple[ConfigProblem, ...] = ()
+    # The content hash of the four files (`config_version`) and their texts, as published.
+    version: str = ""
+    texts: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -565,6 +585,11 @@ HINTS: dict[str, Hint] = {
         "instance_id: worker-1",
     ),
     "Settings.log_level": _h("how much the worker logs", "log_level: INFO"),
+    "Settings.config_source": _h(
+        "where the worker takes its configuration from: the latest published version "
+        "(published) or only its own files (files)",
+        "config_source: published",
+    ),
     # scoring.yaml
     "Scoring": _h("the scoring settings", "mql_threshold: 60"),
     "Scoring.mql_threshold": _h(
@@ -1023,7 +1048,8 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _read_yaml(path: Path, problems: list[ConfigProblem]) -> dict[str, Any] | None:
+def _read_text(path: Path, problems: list[ConfigProblem]) -> str | None:
+    """A configuration file's text, or None with the problem recorded."""
     top = HINTS[FILE_MODELS[path.name].__name__] if path.name in FILE_MODELS else None
     if not path.is_file():
         problems.append(
@@ -1041,9 +1067,27 @@ def _read_yaml(path: Path, problems: list[ConfigProblem]) -> dict[str, Any] | No
             )
         )
         return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        example = top.example if top else ""
+        problems.append(
+            ConfigProblem(
+                str(path),
+                "",
+                _phrase(f"not UTF-8 text ({exc.reason})", Hint("a UTF-8 text file", example)),
+            )
+        )
+        return None
+
+
+def _read_yaml(path: Path, text: str, problems: list[ConfigProblem]) -> dict[str, Any] | None:
+    """The file's mapping, or None with the problem recorded. `path` names it in errors:
+    a file on disk, or a file of a published version (`reference.config@<version>/...`)."""
+    top = HINTS[FILE_MODELS[path.name].__name__] if path.name in FILE_MODELS else None
     plain = Hint("plain YAML like the bundled file's", top.example if top else "")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+        data = yaml.load(text, Loader=yaml.CSafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -1055,15 +1099,6 @@ def _read_yaml(path: Path, problems: list[ConfigProblem]) -> dict[str, Any] | No
             plain = Hint("text, numbers, true/false, lists and mappings only", plain.example)
         problems.append(
             ConfigProblem(str(path), where, _phrase(f"not valid YAML: {problem}", plain))
-        )
-        return None
-    except UnicodeDecodeError as exc:
-        problems.append(
-            ConfigProblem(
-                str(path),
-                "",
-                _phrase(f"not UTF-8 text ({exc.reason})", Hint("a UTF-8 text file", plain.example)),
-            )
         )
         return None
     if data is None:
@@ -1291,6 +1326,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "LEADROUTER_DATA_DIR": ("store", "data_dir"),
     "LEADROUTER_INSTANCE_ID": ("instance_id",),
     "LEADROUTER_LOG_LEVEL": ("log_level",),
+    "LEADROUTER_CONFIG_SOURCE": ("config_source",),
     "LEADROUTER_BATCH_SIZE": ("ingest", "batch_size"),
 }
 
@@ -1323,10 +1359,34 @@ def load_config(
     """Load and cross-check every file; raise ConfigError listing every problem found.
     Retired keys are not problems: they are ignored and listed in `Config.warnings`."""
     base = config_dir(directory)
-    env = os.environ if env is None else env
     problems: list[ConfigProblem] = []
+    texts = {name: _read_text(base / name, problems) for name in CONFIG_FILES}
+    return config_from_texts(texts, base, os.environ if env is None else env, problems)
+
+
+def config_version(texts: Mapping[str, str]) -> str:
+    """The content hash that names a configuration: the same four files, the same version,
+    wherever they come from (a directory or a published record)."""
+    digest = hashlib.sha256()
+    for name in CONFIG_FILES:
+        digest.update(f"{name}\n{texts[name]}\0".encode())
+    return digest.hexdigest()[:VERSION_CHARS]
+
+
+def config_from_texts(
+    texts: Mapping[str, str | None],
+    base: Path,
+    env: Mapping[str, str],
+    problems: list[ConfigProblem] | None = None,
+) -> Config:
+    """`load_config` on the files' texts (None: missing, already in `problems`); `base`
+    names them in errors."""
+    problems = [] if problems is None else problems
     warnings: list[ConfigProblem] = []
-    raw = {name: _read_yaml(base / name, problems) for name in CONFIG_FILES}
+    raw = {
+        name: _read_yaml(base / name, text, problems) if text is not None else None
+        for name, text in texts.items()
+    }
     if raw["settings.yaml"] is not None:
         warnings += _drop_retired(str(base / "settings.yaml"), raw["settings.yaml"])
         raw["settings.yaml"] = _apply_env(raw["settings.yaml"], env)
@@ -1352,4 +1412,16 @@ def load_config(
         reps=models["reps.yaml"],
         directory=base,
         warnings=tuple(warnings),
+        version=config_version(texts),  # type: ignore[arg-type]
+        texts=dict(texts),  # type: ignore[arg-type]
     )
+
+
+def with_process_settings(config: Config, local: Settings) -> Config:
+    """A published configuration as this process runs it: how the process connects,
+    stores, logs and serves metrics stays its own (`PROCESS_SETTINGS`, from its local
+    settings.yaml and environment); everything else is the published version's."""
+    settings = config.settings.model_copy(
+        update={key: getattr(local, key) for key in PROCESS_SETTINGS}
+    )
+    return replace(config, settings=settings)

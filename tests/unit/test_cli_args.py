@@ -155,7 +155,40 @@ CASES: list[tuple[list[str], str]] = [
         ["config", "show", "--config", "{missing}"],
         "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
     ),
-    (["config", "publish"], "Error: No such command 'publish'."),
+    (
+        ["config", "publish", "{missing}"],
+        "Error: Invalid value for '[DIRECTORY]': Directory '{missing}' does not exist.",
+    ),
+    (
+        ["config", "publish", "--note", "x" * 201],
+        "Error: Invalid value for '--note': the note must be one line of at most 200 "
+        "characters (got 201); for example --note 'ben.carter on leave until Monday'",
+    ),
+    (
+        ["config", "publish", "--note", "two\nlines"],
+        "Error: Invalid value for '--note': the note must be one line of at most 200 "
+        "characters (got 9, with a line break); for example --note 'ben.carter on leave "
+        "until Monday'",
+    ),
+    (
+        ["config", "publish", "--version", "abc"],
+        "Error: Invalid value for '--version': 'abc' is not a version: give `latest` or 4 to 12 "
+        "hex digits of one, as `leadrouter config history` lists them, for example 3f2a9c0d",
+    ),
+    (
+        ["config", "history", "--json", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
+    (
+        ["config", "diff", "latest", "{missing}"],
+        "Error: Invalid value for 'B': '{missing}' is not a version: give `latest` or 4 to 12 "
+        "hex digits of one or a config directory, as `leadrouter config history` lists them, "
+        "for example 3f2a9c0d",
+    ),
+    (
+        ["config", "diff", "nope", "latest", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
     (["accounts", "load"], "Error: Missing argument 'FILE.csv'."),
     (
         ["accounts", "load", "{missing}"],

@@ -92,7 +92,10 @@ def test_same_input_publishes_what_the_previous_release_published():
                 "rep_id": "x",
             },
         )
-    assert [p[2] for p in line.published] == OLD_STATE["published"]
+    published = [p[2] for p in line.published]
+    # Only added since: the configuration version that decided each record.
+    assert {p["reason"].pop("config_version") for p in published} == {CONFIG.version}
+    assert published == OLD_STATE["published"]
     # Only added since: the lead's qualifying event id (`trigger`, for what a desk publishes
     # later from the lead's state: a hand-out from the waiting line, a reassignment).
     now = line.state.data

@@ -92,11 +92,15 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (
         ["replay", "--since", "1h", "--config", "{missing}"],
-        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+        "Error: Invalid value for '--config': '{missing}' is not a version: give `latest` or 4 "
+        "to 12 hex digits of one or a config directory, as `leadrouter config history` lists "
+        "them, for example 3f2a9c0d",
     ),
     (
         ["replay", "--since", "1h", "--config", "config", "--baseline", "{file}"],
-        "Error: Invalid value for '--baseline': Directory '{file}' is a file.",
+        "Error: Invalid value for '--baseline': '{file}' is not a version: give `latest` or 4 "
+        "to 12 hex digits of one or a config directory, as `leadrouter config history` lists "
+        "them, for example 3f2a9c0d",
     ),
     (
         ["replay", "--since", "1h", "--config", "config", "--json", "{missing}/r.json"],

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from workers.core.enrich import AccountBook
-from workers.runtime import accounts, partitions
+from workers.runtime import partitions, reference
 from workers.runtime.accounts import AccountsReader
 from workers.runtime.clients import Clients
 from workers.runtime.commit import PROBE_KEY
@@ -141,10 +141,10 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> dict[int, Log]:
     Reader.made = []
     factory = lambda conf: Reader(conf, topic)  # noqa: E731
     monkeypatch.setattr(partitions, "Consumer", factory)
-    monkeypatch.setattr(accounts, "Consumer", factory)
+    monkeypatch.setattr(reference, "Consumer", factory)
     clock = Clock()
     monkeypatch.setattr(partitions, "time", clock)
-    monkeypatch.setattr(accounts, "time", clock)
+    monkeypatch.setattr(reference, "time", clock)
     return topic
 
 
@@ -484,7 +484,7 @@ def test_accounts_load_ends_at_the_end_of_the_log(logs, tail: str):
     logs[1] = Log([(b"globex.com", account("Globex"))])
     AccountsReader(Clients(settings(), "host-a1"), ACCOUNTS, AccountBook()).load()
     waited = Reader.made[0].consumed * 0.5
-    assert waited <= 1.5, f"waited {waited:.0f} s of LOAD_DEADLINE {accounts.LOAD_DEADLINE:.0f}"
+    assert waited <= 1.5, f"waited {waited:.0f} s of LOAD_DEADLINE {reference.LOAD_DEADLINE:.0f}"
 
 
 def test_accounts_load_ends_at_a_marker_while_another_partition_is_busy(logs, monkeypatch):
@@ -506,4 +506,4 @@ def test_accounts_load_ends_at_a_marker_while_another_partition_is_busy(logs, mo
     AccountsReader(Clients(settings(), "host-a1"), ACCOUNTS, book).load()
     assert "acme.io" in book.by_domain and "globex.com" in book.by_domain
     waited = Reader.made[0].consumed * 0.5
-    assert waited <= 2.5, f"waited {waited:.0f} s of LOAD_DEADLINE {accounts.LOAD_DEADLINE:.0f}"
+    assert waited <= 2.5, f"waited {waited:.0f} s of LOAD_DEADLINE {reference.LOAD_DEADLINE:.0f}"

@@ -178,12 +178,35 @@ def _fairest(
         _rejoin(load, available, reps, all_stats, now, trace)
         what = "assignments in window / weight"
     else:
-        load = {r: float(all_stats.get(r, {}).get("open", 0)) for r in available}
+        _join_at_floor(available, all_stats, now, trace)
+        load = {r: _open_load(all_stats.get(r, {}), now, window_hours) for r in available}
         what = "open leads"
     chosen = min(available, key=lambda r: (load[r], all_stats.get(r, {}).get("last", 0.0)))
     shown = ", ".join(f"{r}={load[r]:g}" for r in available)
     trace.append(f"{strategy}: lowest {what} among available ({shown}) is {chosen}")
     return chosen
+
+
+def _join_at_floor(
+    available: list[str], all_stats: dict[str, Any], now: float, trace: list[str]
+) -> None:
+    """A rep new to a least-loaded queue (added by a configuration change) is counted from
+    the lowest open load among the others, for one fairness window, not from zero: else
+    they would take every lead until their open count caught up."""
+    known = [all_stats[r].get("open", 0) for r in available if r in all_stats]
+    floor = min(known, default=0)
+    for rep_id in available:
+        if rep_id not in all_stats and floor > 0:
+            all_stats[rep_id] = {"open": 0, "credit": [floor, now]}
+            trace.append(f"{rep_id} joins the queue counted from its lowest open load ({floor})")
+
+
+def _open_load(stats: dict[str, Any], now: float, window_hours: float) -> float:
+    """Open leads, plus a joining rep's credit while it lasts."""
+    credit = stats.get("credit")
+    if credit is not None and now - credit[1] < window_hours * HOUR:
+        return float(stats.get("open", 0) + credit[0])
+    return float(stats.get("open", 0))
 
 
 def _rejoin(

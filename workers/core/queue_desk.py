@@ -281,6 +281,14 @@ class QueueDesk:
             desk[WAKE] = wake
             fx.timers.append((wake, key))
 
+    def wake(self, key: str, state: State, fx: Effects) -> None:
+        """Judge the line at once (the configuration changed): its timer is due now."""
+        desk = state.get(key)
+        if desk and desk.get(WAITING):
+            desk[WAKE] = now = self.ctx.clock()
+            fx.timers.append((now, key))
+            state.put(key, desk)
+
     def on_due(self, key: str, due: DeskDue, state: State, fx: Effects) -> None:
         """The desk's timer fired: hand out what can be, and set the next."""
         desk = state.get(key)

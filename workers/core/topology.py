@@ -45,7 +45,7 @@ from topics.messages import (
 )
 from topics.public import encode_routed
 from topics.vocabulary import PROCESSING_ERROR
-from workers.core.context import QUEUE_DESK, Context, Effects, Recorder, State
+from workers.core.context import QUEUE_DESK, Context, Effects, Recorder, State, queue_desk_key
 from workers.core.enrich import AccountBook
 from workers.core.feedback import SalesFeedback
 from workers.core.ingest import ingest
@@ -190,8 +190,9 @@ class Topology:
         """`partitions`: of the internal topic. `round_trip`: encode and decode every
         message handed over in-process, as if it crossed to another worker (tests)."""
         settings = config.settings
-        self.ctx = Context(config, accounts, recorder, clock)
+        self.accounts = accounts
         self.recorder = recorder
+        self.clock = clock
         self.partitions = partitions
         self.round_trip = round_trip
         self.max_bytes = settings.ingest.max_event_bytes
@@ -199,8 +200,20 @@ class Topology:
         self.internal_topic = prefix + cat.INTERNAL
         self.input_kinds = {prefix + t: kind for t, kind in cat.INPUT_KINDS.items()}
         self.topic_label = {prefix + t: t for t in cat.INPUT_KINDS}
+        self._local: deque[tuple[int, str, Message]] = deque()
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Run `config` from the next record on (a published version switched to between
+        batches). State is untouched: counts, round-robin positions, open leads and waiting
+        lines carry over; how the process connects (topics, partitions) does not change."""
+        self.config = config
+        self.version = config.version
+        self.ctx = Context(config, self.accounts, self.recorder, self.clock)
+        prefix = config.settings.kafka.topic_prefix
         self.routed_topics = {q: prefix + cat.routed_topic(q) for q in config.routing.queues}
-        lead, visitor, desk = Lead(self.ctx), Visitor(self.ctx), QueueDesk(self.ctx)
+        self.desk = desk = QueueDesk(self.ctx)
+        lead, visitor = Lead(self.ctx), Visitor(self.ctx)
         self.handlers: dict[type, Handler] = {
             Touch: lead.on_touch,
             VisitorTouch: visitor.on_touch,
@@ -215,7 +228,20 @@ class Topology:
             Feedback: SalesFeedback(self.ctx).on_activity,
             SlaDue: Sla(self.ctx).on_due,
         }
-        self._local: deque[tuple[int, str, Message]] = deque()
+
+    def wake_desks(self, state_of: Callable[[int], State | None], sink: Sink) -> None:
+        """After a switch: every owned desk with leads waiting judges its line again at
+        once (a rep added or back from leave may take them now), at the pace its queue's
+        hand-out allows."""
+        for queue in self.config.routing.queues:
+            key = queue_desk_key(queue)
+            p = self.owner(key)
+            state = state_of(p)
+            if state is not None:
+                effects = Effects()
+                self.desk.wake(key, state, effects)
+                for due, timer in effects.timers:
+                    sink.set_timer(p, due, timer)
 
     def owner(self, key: str) -> int:
         return owner_partition(key, self.partitions)
@@ -352,6 +378,7 @@ class Topology:
         for out_key, out in effects.internal:
             self._hand_over(out_key, out, state_of, sink)
         for queue, routed in effects.published:
+            routed.reason.config_version = self.version
             sink.publish(
                 self.routed_topics[queue],
                 routed.lead_id.encode(),

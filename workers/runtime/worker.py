@@ -22,6 +22,7 @@ from kafka.errors import KafkaError as KafkaPythonError
 
 from topics import catalogue as cat
 from workers import admin
+from workers.config_versions import Published
 from workers.connection import instance_id
 from workers.core.context import queue_desk_key
 from workers.core.enrich import AccountBook
@@ -31,6 +32,7 @@ from workers.metrics import Health, Metrics, serve
 from workers.runtime.accounts import AccountsReader
 from workers.runtime.clients import Clients
 from workers.runtime.commit import Committer, Stuck, within
+from workers.runtime.config_reader import ConfigReader
 from workers.runtime.lag import LagGauge
 from workers.runtime.memory import TRIM_EVERY, release_freed_memory, settle_garbage
 from workers.runtime.partitions import Partitions
@@ -52,7 +54,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         serve_metrics: bool = True,
     ) -> None:
-        self.config = config
+        self.config = self.local = config
         s = config.settings
         self.settings = s
         self.clock = clock
@@ -74,6 +76,11 @@ class Worker:
         self.consumer: Consumer | None = None
         self.committer: Committer | None = None
         self.accounts_reader: AccountsReader | None = None
+        self.config_reader: ConfigReader | None = None
+        self.config_topic = prefix + cat.CONFIG
+        self.rejudge = False  # a switched configuration: desks judge their lines again
+        self.follows_published = s.config_source == "published"
+        self.metrics.running(config.version, clock(), switched=False)
         self.abandoned = False
 
     @property
@@ -119,7 +126,13 @@ class Worker:
             return
         self._open_clients()
         assert self.consumer is not None and self.accounts_reader is not None
+        assert self.config_reader is not None
         self.accounts_reader.load()
+        if self.follows_published:
+            self.config_reader.load()
+            published = self.config_reader.latest()
+            if published is not None and published[0].version != self.config.version:
+                self._switch(*published, starting=True)
         meta = self.consumer.list_topics(self.internal_topic, timeout=30)
         partitions = len(meta.topics[self.internal_topic].partitions)
         self.topology = Topology(self.config, self.accounts, self.metrics, self.clock, partitions)
@@ -148,8 +161,11 @@ class Worker:
                 trimmed = time.monotonic()
             self.health.beat()
             self.accounts_reader.poll()
+            newer = self.config_reader.newer(self.config.version)
+            if newer is not None and self.follows_published:
+                self._switch(*newer)
             due = self.timers.due(self.clock())
-            if batch or due:
+            if batch or due or self.rejudge:
                 self._process(batch, due)
         self.consumer.close()  # leaves the group now, so partitions move without a timeout
         self.consumer = None
@@ -166,9 +182,14 @@ class Worker:
         self.accounts_reader = AccountsReader(
             self.clients, self.settings.kafka.topic_prefix + cat.ACCOUNTS, self.accounts
         )
+        self.config_reader = ConfigReader(self.clients, self.config_topic, self.local, self.metrics)
 
     def _teardown(self) -> None:
-        readers = (self.consumer, self.accounts_reader.close() if self.accounts_reader else None)
+        readers = (
+            self.consumer,
+            self.accounts_reader.close() if self.accounts_reader else None,
+            self.config_reader.close() if self.config_reader else None,
+        )
         for client in readers:
             if client is not None:
                 try:
@@ -177,7 +198,7 @@ class Worker:
                     self.abandoned = True  # the producer is abandoned with it, not flushed
                 except (KafkaException, RuntimeError):
                     pass
-        self.consumer = self.accounts_reader = None
+        self.consumer = self.accounts_reader = self.config_reader = None
         if self.committer is not None and not self.abandoned:
             self.committer.producer.flush(5)
         self.committer = None
@@ -215,6 +236,9 @@ class Worker:
                 self.settings.kafka.topic_prefix + cat.DEADLETTER,
             )
             state_of = self.partitions.states.get  # a C call per lookup, on the hot path
+            if self.rejudge:
+                topology.wake_desks(state_of, sink)
+                self.rejudge = False
             topology.process(batch, state_of, sink, self.clock())
             topology.fire(due, state_of, sink)
             self.metrics.batch_process.observe(time.perf_counter() - started)
@@ -231,6 +255,26 @@ class Worker:
             self.metrics.batch_size.observe(len(batch))
         self._show_lines()
         settle_garbage()
+
+    # ------------------------------------------------------------------ configuration
+    def _switch(self, config: Config, published: Published, *, starting: bool = False) -> None:
+        """Run a published version from the next batch on: no restart, no rebalance.
+        Its queues' topics are made first; state carries over (Topology.reconfigure)."""
+        admin.ensure_topics(config, stop=self.stopping)
+        previous, self.config = self.config.version, config
+        self.metrics.declare(config.routing.queues, [r.name for r in config.routing.rules])
+        if self.topology is not None:
+            self.topology.reconfigure(config)
+            self.rejudge = True
+        self.metrics.running(config.version, self.clock(), switched=not starting)
+        log.info(
+            "configuration %s%s -> %s (published %s%s)",
+            "at start: local files " if starting else "",
+            previous,
+            config.version,
+            published.when,
+            f": {published.note}" if published.note else "",
+        )
 
     def _show_lines(self) -> None:
         """The waiting lines of the queue desks this worker owns, for the metrics."""
