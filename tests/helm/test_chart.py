@@ -724,10 +724,13 @@ def test_broker_connection_comes_from_the_existing_secret(helm: Path, tmp_path: 
             "topicPrefix": "prod.",
         }
     }
-    for docs_kind in ("Deployment", "Job"):
-        docs = render(helm, tmp_path, deep_merge(values, {"topicsJob": {"enabled": True}}))
-        pod = one(docs, docs_kind)["spec"]["template"]["spec"]
-        c = pod["containers"][0]
+    docs = render(helm, tmp_path, deep_merge(values, {"topicsJob": {"enabled": True}}))
+    pods = [one(docs, kind)["spec"]["template"]["spec"] for kind in ("Deployment", "Job")]
+    containers = [
+        (pod, c) for pod in pods for c in pod.get("initContainers", []) + pod["containers"]
+    ]
+    assert len(containers) == 3, "the worker, the Job's topics apply and its config publish"
+    for pod, c in containers:
         env = env_of(c)
         assert env["KAFKA_BOOTSTRAP_SERVERS"]["valueFrom"]["secretKeyRef"] == {
             "name": "kafka-credentials",
@@ -782,22 +785,65 @@ def checksum(docs: list[dict]) -> str:
     return one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
 
-def test_config_checksum_rolls_the_pods_on_config_change_only(helm: Path, tmp_path: Path) -> None:
-    base = checksum(render(helm, tmp_path))
+# The config reaches the workers as files only: config.publish off, or no hook Job to publish it.
+FILES_ONLY = {
+    "publish-disabled": {"topicsJob": {"enabled": True}, "config": {"publish": {"enabled": False}}},
+    "no-topics-job": {"topicsJob": {"enabled": False}, "config": {"publish": {"enabled": True}}},
+}
+
+
+@pytest.mark.parametrize("mode", FILES_ONLY.values(), ids=FILES_ONLY.keys())
+def test_config_checksum_rolls_the_pods_on_config_change_only(
+    helm: Path, tmp_path: Path, mode: dict[str, Any]
+) -> None:
+    base = checksum(render(helm, tmp_path, mode))
     assert re.fullmatch(r"[0-9a-f]{64}", base)
-    assert checksum(render(helm, tmp_path)) == base, "stable across renders"
-    assert (
-        checksum(render(helm, tmp_path, {"replicaCount": 3, "podAnnotations": {"a": "b"}})) == base
-    )
+    assert checksum(render(helm, tmp_path, mode)) == base, "stable across renders"
+    other = {"replicaCount": 3, "podAnnotations": {"a": "b"}}
+    assert checksum(render(helm, tmp_path, deep_merge(mode, other))) == base
     for key in ("settings", "scoring", "routing", "reps"):
-        changed = checksum(render(helm, tmp_path, {"config": {key: f"# {key} changed\nx: 1\n"}}))
-        assert changed != base, key
+        changed = {"config": {key: f"# {key} changed\nx: 1\n"}}
+        assert checksum(render(helm, tmp_path, deep_merge(mode, changed))) != base, key
+    if not mode["topicsJob"]["enabled"]:
+        assert checksum(render(helm, tmp_path)) == base, "the defaults are files only"
+
+
+PUBLISHED: dict[str, Any] = {"topicsJob": {"enabled": True}}
+
+
+def deployment_text(helm: Path, tmp_path: Path, values: dict[str, Any]) -> str:
+    return template_text(helm, tmp_path, values, "--show-only", "templates/deployment.yaml")
+
+
+def test_published_config_changes_only_settings_roll_the_pods(helm: Path, tmp_path: Path) -> None:
+    # The workers switch to a published version between batches: a change of scoring, routing
+    # or reps reaches them without a restart, so the pod template must not change with it.
+    # settings.yaml still says how the pod runs (broker, store, metrics): a change rolls them.
+    base_docs = render(helm, tmp_path, PUBLISHED)
+    base = deployment_text(helm, tmp_path, PUBLISHED)
+    assert (
+        checksum(base_docs) == hashlib.sha256(repo_config()["settings.yaml"].encode()).hexdigest()
+    )
+    for key in ("scoring", "routing", "reps"):
+        values = deep_merge(PUBLISHED, {"config": {key: f"# {key} changed\nx: 1\n"}})
+        assert deployment_text(helm, tmp_path, values) == base, f"{key} rolled the pods"
+        docs = render(helm, tmp_path, values)
+        for name in ("lr-leadrouter-config", "lr-leadrouter-topics-config"):
+            assert one(docs, "ConfigMap", name)["data"][f"{key}.yaml"] == f"# {key} changed\nx: 1\n"
+    settings = "kafka:\n  group_id: leads-eu\n"
+    docs = render(helm, tmp_path, deep_merge(PUBLISHED, {"config": {"settings": settings}}))
+    assert checksum(docs) == hashlib.sha256(settings.encode()).hexdigest() != checksum(base_docs)
+    # Turning publishing off goes back to the checksum of the whole config ConfigMap.
+    off = deep_merge(PUBLISHED, {"config": {"publish": {"enabled": False}}})
+    assert checksum(render(helm, tmp_path, off)) != checksum(base_docs)
 
 
 def test_topics_job_is_a_pre_install_and_pre_upgrade_hook(helm: Path, tmp_path: Path) -> None:
-    docs = render(
-        helm, tmp_path, {"topicsJob": {"enabled": True}, "config": {"settings": "a: 1\n"}}
-    )
+    values = {
+        "topicsJob": {"enabled": True},
+        "config": {"settings": "a: 1\n", "publish": {"enabled": False}},
+    }
+    docs = render(helm, tmp_path, values)
     job = one(docs, "Job")
     hook_cm = one(docs, "ConfigMap", "lr-leadrouter-topics-config")
     for d in (job, hook_cm):
@@ -808,8 +854,9 @@ def test_topics_job_is_a_pre_install_and_pre_upgrade_hook(helm: Path, tmp_path: 
         "config exists first"
     )
     pod = job["spec"]["template"]["spec"]
-    c = pod["containers"][0]
+    (c,) = pod["containers"]
     assert c["args"] == ["topics", "apply"]
+    assert "initContainers" not in pod, "nothing is published"
     assert pod["restartPolicy"] == "Never"
     assert "serviceAccountName" not in pod, (
         "the chart's ServiceAccount does not exist before install"
@@ -820,6 +867,60 @@ def test_topics_job_is_a_pre_install_and_pre_upgrade_hook(helm: Path, tmp_path: 
     assert env_of(c)["LEADROUTER_CONFIG_DIR"]["value"] == "/etc/leadrouter"
     assert hook_cm["data"] == one(docs, "ConfigMap", "lr-leadrouter-config")["data"]
     assert hook_cm["data"]["settings.yaml"] == "a: 1\n"
+
+
+def test_topics_job_publishes_the_config_after_applying_the_topics(
+    helm: Path, tmp_path: Path
+) -> None:
+    docs = render(helm, tmp_path, {**PUBLISHED, "config": {"routing": "rules: []\n"}})
+    job = one(docs, "Job")
+    hook_cm = one(docs, "ConfigMap", "lr-leadrouter-topics-config")
+    # `helm rollback` runs only the pre-/post-rollback hooks, those of the revision rolled back
+    # to (helm's pkg/action/rollback.go): with them, a rollback publishes that revision's config.
+    for d in (job, hook_cm):
+        assert d["metadata"]["annotations"]["helm.sh/hook"] == (
+            "pre-install,pre-upgrade,pre-rollback"
+        )
+    pod = job["spec"]["template"]["spec"]
+    (topics,) = pod["initContainers"]
+    (publish,) = pod["containers"]
+    assert topics["args"] == ["topics", "apply"], "the topic exists before anything is published"
+    assert publish["args"] == [
+        "config",
+        "publish",
+        "/etc/leadrouter",
+        "--note",
+        f"helm {RELEASE} revision 1",
+    ]
+    assert publish.get("command") is None, "the image's entrypoint is leadrouter"
+    mounts = {m["name"]: m["mountPath"] for m in publish["volumeMounts"]}
+    assert (
+        mounts["config"] == env_of(publish)["LEADROUTER_CONFIG_DIR"]["value"] == "/etc/leadrouter"
+    )
+    assert hook_cm["data"] == one(docs, "ConfigMap", "lr-leadrouter-config")["data"]
+    assert hook_cm["data"]["routing.yaml"] == "rules: []\n", "what is published"
+
+    # Both run alike: same image, environment, mounts, security context and resources.
+    def rest(c: dict) -> dict:
+        return {k: v for k, v in c.items() if k not in ("name", "args")}
+
+    assert rest(topics) == rest(publish)
+    for values in (ALL_ON, KEDA_ON):
+        pod = one(render(helm, tmp_path, values), "Job")["spec"]["template"]["spec"]
+        assert rest(pod["initContainers"][0]) == rest(pod["containers"][0])
+        assert pod["containers"][0]["resources"] == values["topicsJob"]["resources"]
+
+    # The note: the release's by default, or the configured one, as it is.
+    cmd = [helm, "template", "crm-eu", CHART, "--namespace", NAMESPACE]
+    other = yaml.safe_load_all(run([*cmd, *values_args(tmp_path, PUBLISHED)]).stdout)
+    (job,) = [d for d in other if d and d["kind"] == "Job"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "helm crm-eu revision 1"
+    note = 'routing: "fast-lane" for EMEA \\ ticket #42: it\'s {{ .Release.Name }}'
+    values = deep_merge(PUBLISHED, {"config": {"publish": {"note": note}}})
+    (publish,) = one(render(helm, tmp_path, values), "Job")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert publish["args"][-2:] == ["--note", note]
 
 
 # --- monitoring -----------------------------------------------------------------------------
@@ -1078,6 +1179,8 @@ def test_notes_tell_how_keda_scales(helm: Path, tmp_path: Path) -> None:
         ["--set", "keda.sasl=SCRAM-SHA-512"],  # KEDA's spelling is scram_sha512
         ["--set", "keda.maxReplicaCount=-1"],
         ["--set", "keda.authenticationRef.kind=Secret"],
+        ["--set", "config.publish.enabled=yes"],
+        ["--set", "config.publish.notes=x"],  # the value is note
     ],
     ids=lambda a: a[1],
 )
@@ -1176,7 +1279,38 @@ def test_notes_tell_how_to_create_the_secret_and_reach_metrics(helm: Path, tmp_p
         helm, tmp_path, {"autoscaling": {"enabled": True}, "topicsJob": {"enabled": True}}
     )
     assert "WARNING: autoscaling on CPU utilization needs resources.requests.cpu" in notes
-    assert "exec deploy/" not in notes
+    assert "-- leadrouter topics apply" not in notes, "the hook Job creates the topics"
+
+
+def test_notes_tell_how_the_config_reaches_the_workers(helm: Path, tmp_path: Path) -> None:
+    workers = f"kubectl --namespace {NAMESPACE} exec deploy/lr-leadrouter -- leadrouter config"
+    notes = render_notes(helm, tmp_path, PUBLISHED)
+    assert "publishes the config" in notes and '"helm lr revision 1"' in notes
+    assert "does not restart the pods" in notes
+    assert f"{workers} history" in notes and f"{workers} publish --version <version>" in notes
+    notes = render_notes(helm, tmp_path, {"config": {"publish": {"note": "CHG-7"}}, **PUBLISHED})
+    assert '"CHG-7"' in notes
+    for values, why in (
+        (None, "topicsJob.enabled=false"),
+        (FILES_ONLY["publish-disabled"], "config.publish.enabled=false"),
+    ):
+        notes = render_notes(helm, tmp_path, values)
+        assert f"The config is not published by this release ({why})" in notes
+        assert "a config change\n   rolls the pods" in notes and f"{workers} history" not in notes
+        assert "LEADROUTER_CONFIG_SOURCE=files" in notes
+        assert "WARNING" not in notes
+
+
+def test_workers_run_their_files_only_when_the_chart_does_not_publish(
+    helm: Path, tmp_path: Path
+) -> None:
+    for values, source in (
+        (None, "files"),
+        (FILES_ONLY["publish-disabled"], "files"),
+        (PUBLISHED, None),
+    ):
+        env = env_of(worker(render(helm, tmp_path, values)))
+        assert env.get("LEADROUTER_CONFIG_SOURCE", {}).get("value") == source
 
 
 def test_chart_packages_with_its_rules_and_config(helm: Path, tmp_path: Path) -> None:

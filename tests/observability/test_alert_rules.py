@@ -100,6 +100,8 @@ def test_the_areas_the_issue_asks_for_are_alerted_on() -> None:
         "leadrouter_consumer_lag": "consumer lag growing",
         "leadrouter_events_total": "no events arriving",
         "leadrouter_waiting_oldest_seconds": "leads waiting too long for a rep",
+        "leadrouter_config_refused_total": "a published config the workers refuse",
+        "leadrouter_config_info": "config versions that do not converge",
     }
     for metric, what in wanted.items():
         assert any(metric in expr for expr in exprs.values()), f"no alert on {what}"

@@ -44,6 +44,12 @@ METRIC_LABELS: dict[str, set[str]] = {
     "leadrouter_waiting_oldest_seconds": {"queue"},
     "leadrouter_lead_wait_seconds": {"queue"},
     "leadrouter_leads_reassigned_total": {"queue", "action", "outcome"},
+    # The configuration version a worker runs (published, or its files), since when, its
+    # switches without a restart, and the records of the config topic it refused.
+    "leadrouter_config_info": {"version"},
+    "leadrouter_config_switched_timestamp_seconds": set(),
+    "leadrouter_config_switches_total": set(),
+    "leadrouter_config_refused_total": {"reason"},
 }
 HISTOGRAMS = {
     "leadrouter_route_latency_seconds",
@@ -318,6 +324,10 @@ def test_titles_are_unique_and_say_what_is_shown() -> None:
         "oldest waiting lead",
         "wait for a rep",
         "reassignments and escalations",
+        "workers per config version",
+        "config version each worker runs",
+        "time since the last config switch",
+        "configs refused",
     ):
         assert topic in text, f"no panel about {topic}"
 
@@ -331,14 +341,19 @@ def test_every_public_metric_is_on_the_dashboard() -> None:
     assert set(METRIC_LABELS) - shown == set(), "metrics with no panel"
 
 
+def row_panels(title: str) -> list[dict[str, Any]]:
+    """The panels of the row titled `title`: its own (collapsed) or those below it."""
+    panels = load_dashboard()["panels"]
+    rows = [i for i, p in enumerate(panels) if p.get("type") == "row"]
+    at = next(i for i in rows if panels[i]["title"] == title)
+    end = next((i for i in rows if i > at), len(panels))
+    return [*panels[at]["panels"], *panels[at + 1 : end]]
+
+
 def test_waiting_leads_have_their_row() -> None:
     """The queue desks' waiting lines and SLA reassignments have a row of their own, whose
     panels show the waiting, the oldest wait, the wait p50/p90 and the reassignments."""
-    panels = load_dashboard()["panels"]
-    rows = [i for i, p in enumerate(panels) if p.get("type") == "row"]
-    at = next(i for i in rows if panels[i]["title"] == "Waiting leads")
-    end = next((i for i in rows if i > at), len(panels))
-    row = [*panels[at]["panels"], *panels[at + 1 : end]]
+    row = row_panels("Waiting leads")
     exprs = " ".join(t["expr"] for p in row for t in p["targets"])
     for metric in (
         "leadrouter_leads_waiting{",
@@ -354,6 +369,29 @@ def test_waiting_leads_have_their_row() -> None:
     for quantile in ("0.5", "0.9"):
         assert f"histogram_quantile({quantile}, sum by (queue, le) (" in exprs
     assert re.search(r"sum by \([^)]*\baction\b[^)]*\) \(rate\(leadrouter_leads_reass", exprs)
+
+
+def test_configuration_has_its_row() -> None:
+    """Published configuration versions have a row: the workers per version (a rollout is
+    one line rising to every worker), the version each worker runs, the time since the last
+    switch and the config records the workers refused."""
+    row = {p["title"]: p for p in row_panels("Configuration")}
+    exprs = " ".join(t["expr"] for p in row.values() for t in p["targets"])
+    assert "count by (version) (leadrouter_config_info{" in exprs
+    assert "count(count by (version) (leadrouter_config_info{" in exprs
+    assert "time() - max(leadrouter_config_switched_timestamp_seconds{" in exprs
+    assert "sum(increase(leadrouter_config_switches_total{" in exprs
+    assert "sum by (reason) (increase(leadrouter_config_refused_total{" in exprs
+    # The version of each worker: one row per scrape target, with how long it has run it.
+    table = row["Config version each worker runs"]
+    assert table["type"] == "table"
+    by_worker = {t["refId"]: t for t in table["targets"]}
+    assert "max by (instance, version) (leadrouter_config_info{" in by_worker["A"]["expr"]
+    since = "max by (instance) (leadrouter_config_switched_timestamp_seconds{"
+    assert since in by_worker["B"]["expr"]
+    assert all(t["instant"] and t["format"] == "table" for t in by_worker.values())
+    assert [x["id"] for x in table["transformations"]] == ["merge", "organize"]
+    assert row["Time since the last config switch"]["fieldConfig"]["defaults"]["unit"] == "s"
 
 
 def test_queue_and_source_variables_exist_and_filter_the_panels() -> None:

@@ -106,8 +106,9 @@ Where the config files, the local state and the brokers' CA certificate are moun
 
 {{/*
 The config files as ConfigMap data: every file of files/config/, its content replaced by
-config.<name without .yaml> when that value is set. Fails when a file would be empty, so that a
-chart whose defaults did not come along (e.g. a checkout without them) never ships an empty config.
+config.<name without .yaml> when that value is set (config.publish is not a file). Fails when a
+file would be empty, so that a chart whose defaults did not come along (e.g. a checkout without
+them) never ships an empty config.
 */}}
 {{- define "leadrouter.configData" -}}
 {{- $data := dict }}
@@ -115,7 +116,9 @@ chart whose defaults did not come along (e.g. a checkout without them) never shi
 {{- $_ := set $data (base $path) "" }}
 {{- end }}
 {{- range $key, $_ := .Values.config }}
+{{- if ne $key "publish" }}
 {{- $_ := set $data (printf "%s.yaml" $key) "" }}
+{{- end }}
 {{- end }}
 {{- range $name := keys $data }}
 {{- $key := trimSuffix ".yaml" $name }}
@@ -126,6 +129,36 @@ chart whose defaults did not come along (e.g. a checkout without them) never shi
 {{- $_ := set $data $name $content }}
 {{- end }}
 {{- toYaml $data }}
+{{- end }}
+
+{{/*
+"true" when the config is published (config.publish.enabled, by the topics hook Job, so with
+topicsJob.enabled), "" when the workers run their files only.
+*/}}
+{{- define "leadrouter.publishesConfig" -}}
+{{- if and .Values.config.publish.enabled .Values.topicsJob.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The note of the version the hook publishes: config.publish.note, or "helm <release> revision <N>"
+(on `helm rollback` the hook of the revision rolled back to runs, with that revision's note).
+*/}}
+{{- define "leadrouter.publishNote" -}}
+{{- .Values.config.publish.note | default (printf "helm %s revision %d" .Release.Name (int .Release.Revision)) }}
+{{- end }}
+
+{{/*
+The worker pods' checksum/config annotation: what, changed, restarts the workers. Published, the
+workers switch to a new version without a restart, and keep from their files only how the
+process runs (settings.yaml: the broker, the store, metrics, ingest...): a checksum of
+settings.yaml alone. Files only: a checksum of the whole config ConfigMap.
+*/}}
+{{- define "leadrouter.configChecksum" -}}
+{{- if include "leadrouter.publishesConfig" . }}
+{{- .Values.config.settings | default (.Files.Get "files/config/settings.yaml") | sha256sum }}
+{{- else }}
+{{- include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -229,4 +262,43 @@ reads; `leadrouter topics apply` creates them with that count).
 groupId: {{ $groupId | quote }}
 topicPrefix: {{ $prefix | quote }}
 partitions: {{ int $partitions }}
+{{- end }}
+
+{{/*
+A container of the topics hook Job: the image, environment, security context, resources and
+mounts the topics Job has always had, running `leadrouter <args>` (the image's entrypoint is
+leadrouter). Called with (dict "root" $ "name" NAME "args" LIST): `topics apply` and, when the
+config is published, `config publish` run alike.
+*/}}
+{{- define "leadrouter.jobContainer" -}}
+{{- $root := .root -}}
+- name: {{ .name }}
+  image: {{ include "leadrouter.image" $root | quote }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy | quote }}
+  args:
+    {{- range .args }}
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    {{- include "leadrouter.env" $root | nindent 4 }}
+    {{- with $root.Values.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $root.Values.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.topicsJob.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: config
+      mountPath: {{ include "leadrouter.configDir" $root | quote }}
+      readOnly: true
+    - name: tmp
+      mountPath: "/tmp"
+    {{- if $root.Values.kafka.caSecret.name }}
+    {{- include "leadrouter.caVolumeMount" $root | nindent 4 }}
+    {{- end }}
 {{- end }}
