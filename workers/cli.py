@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -337,10 +338,15 @@ def config_show(config: Config, html_file: Path | None, at: datetime | None) -> 
 def _published(config: Config) -> tuple[list[Any], list[Any]]:
     """The versions on the configuration topic (and the records that are none)."""
     _broker(config)
+    from confluent_kafka import KafkaException
+
     from topics import catalogue as cat
     from workers.runtime.config_reader import read_versions
 
-    return read_versions(config.settings, config.settings.kafka.topic_prefix + cat.CONFIG)
+    try:
+        return read_versions(config.settings, config.settings.kafka.topic_prefix + cat.CONFIG)
+    except KafkaException as exc:
+        raise click.ClickException(f"cannot read the published versions: {exc}") from None
 
 
 def _version(config: Config, ref: str) -> Any:
@@ -368,14 +374,10 @@ def _version(config: Config, ref: str) -> Any:
 def config_publish(directory: str | None, note: str, again: str | None) -> None:
     """Validate DIRECTORY's four files and publish them as a new version that every worker
     switches to between batches, without a restart. Nothing is published on any error."""
-    import getpass
-    import socket
-    import time
-
-    from topics import catalogue as cat
-    from workers import admin, config_versions
-    from workers.runtime.config_reader import publish
-
+    if again is not None and directory is not None:
+        raise click.UsageError(
+            "give DIRECTORY to publish, or --version V to publish again; not both"
+        )
     try:
         config = load_config(directory)
     except ConfigError as exc:
@@ -387,9 +389,21 @@ def config_publish(directory: str | None, note: str, again: str | None) -> None:
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
     _broker(config)
+    import getpass
+    import socket
+    import time
+
+    from topics import catalogue as cat
+    from workers import admin, config_versions
+    from workers.runtime.config_reader import publish
+
     admin.ensure_topics(config)  # the configuration topic, and the new version's queues'
-    versions, _ = _published(config)
-    publisher = f"{getpass.getuser()}@{socket.gethostname()}"
+    versions, refused = _published(config)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's user with no passwd entry
+        user = f"uid{os.getuid()}"
+    publisher = f"{user}@{socket.gethostname()}"
     if again is not None:
         try:
             earlier = config_versions.find(versions, again)
@@ -405,11 +419,22 @@ def config_publish(directory: str | None, note: str, again: str | None) -> None:
     else:
         version = config.version
         value = config_versions.record(config, note=note, publisher=publisher, at=time.time())
-    if versions and versions[-1].version == version:
+    if (
+        versions
+        and versions[-1].version == version
+        and not (
+            refused and refused[-1][0] > versions[-1].offset  # a bad record came after it
+        )
+    ):
         click.echo(f"already the latest: {version} (published {versions[-1].when})")
         return
     topic = config.settings.kafka.topic_prefix + cat.CONFIG
-    offset = publish(config.settings, topic, version, value)
+    from confluent_kafka import KafkaException
+
+    try:
+        offset = publish(config.settings, topic, version, value)
+    except KafkaException as exc:
+        raise click.ClickException(f"nothing published: {exc}") from None
     click.echo(f"published {version} to {topic} (offset {offset}){f': {note}' if note else ''}")
 
 
@@ -829,11 +854,11 @@ def replay(
     from workers.replay import render_summary, replayed
 
     check_stretch(since, until)
-    candidate = _replay_config(candidate_dir, "candidate")  # refused before anything is read
-    baseline = _replay_config(baseline_dir, "baseline")
     end = time.time() if until is None else until
     if end <= since:
         raise click.UsageError(f"--since ({moment_text(since)}) is in the future")
+    candidate = _replay_config(candidate_dir, "candidate")  # refused before anything is read
+    baseline = _replay_config(baseline_dir, "baseline")  # may ask the broker: arguments first
     _broker(baseline)
     from confluent_kafka import KafkaException
 

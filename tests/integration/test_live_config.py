@@ -255,3 +255,31 @@ def test_a_restarted_worker_comes_back_on_the_latest_version_and_rollback(lane, 
     history = leadrouter(lane, "config", "history", "--config", str(lane.config_dir)).stdout
     assert [line[:12] for line in history.splitlines()] == [local, candidate]
     assert f"rollback to {candidate}" in history
+
+
+def test_a_lead_waiting_for_a_rep_is_handed_out_when_a_version_brings_one_back(lane, started):
+    """The switch makes each desk with a line judge it at once: the lead does not wait for
+    the desk's next timer (here: the end of an absence days away)."""
+
+    def only_ben(reps, routing) -> None:
+        routing["queues"]["fast-lane"]["reps"] = [ON_LEAVE]
+
+    def only_ben_away(reps, routing) -> None:
+        only_ben(reps, routing)
+        on_leave(reps, routing)
+
+    away = variant(lane, "away", only_ben_away)
+    back = variant(lane, "back", only_ben)
+    leadrouter(lane, "config", "publish", away, "--note", "ben away")
+    worker = started()
+    email = "waits@acme-corp.com"
+    lane.topics.send(cat.FORM_FILLS, form(email, "demo-request"))
+    lane.topics.flush()
+    waiting = routed(lane, "the lead routed to the line", lambda r: len(r) >= 1)
+    assert waiting[0]["rep_id"] is None
+    leadrouter(lane, "config", "publish", back, "--note", "ben back early")
+    version = load_config(back, env={}).version
+    handed = routed(lane, "the lead handed out", lambda r: len(r) >= 2)
+    assert (handed[1]["event"], handed[1]["rep_id"]) == ("lead.assigned", ON_LEAVE)
+    assert handed[1]["reason"]["config_version"] == version
+    assert running(worker) == version

@@ -113,9 +113,15 @@ def test_fairness_counts_only_the_rolling_window():
 
 def test_account_owner_is_preferred_when_available():
     reps = {"a": rep(), "owner": rep(daily_capacity=1)}
-    q = queue("round_robin", {"a": reps["a"]})
+    q = queue("round_robin", reps)
     desk: dict = {}
     assert assign.pick_rep("q", q, reps, desk, NOW, 24, "owner")[0] == "owner"
     chosen, trace = assign.pick_rep("q", q, reps, desk, NOW, 24, "owner")
     assert chosen == "a"
     assert "account owner owner skipped: at daily capacity (1)" in trace
+
+
+def test_an_owner_a_later_version_took_out_of_the_queue_is_not_given_its_leads():
+    reps = {"a": rep(), "owner": rep()}
+    q = queue("round_robin", {"a": reps["a"]})
+    assert assign.pick_rep("q", q, reps, {}, NOW, 24, "owner")[0] == "a"

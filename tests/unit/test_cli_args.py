@@ -176,6 +176,10 @@ CASES: list[tuple[list[str], str]] = [
         "hex digits of one, as `leadrouter config history` lists them, for example 3f2a9c0d",
     ),
     (
+        ["config", "publish", "{dir}", "--version", "abcd"],
+        "Error: give DIRECTORY to publish, or --version V to publish again; not both",
+    ),
+    (
         ["config", "history", "--json", "--config", "{missing}"],
         "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
     ),

@@ -15,10 +15,11 @@ import yaml
 
 from tests.support.desk import Pipeline
 from topics import messages
-from topics.messages import Assign
+from topics.messages import Assign, DeskDue
 from topics.public import Company, Reason, RoutedLead, Score, Source
 from workers import config_versions as cv
-from workers.core.queue_desk import waiting_line
+from workers.core.context import Context
+from workers.core.queue_desk import QueueDesk, waiting_line
 from workers.settings import DEFAULT_CONFIG_DIR, config_version, load_config
 
 NOW = 1_796_000_000.0  # any instant: the reps below are always in
@@ -233,6 +234,7 @@ def test_a_rep_added_to_a_least_loaded_queue_is_not_flooded(tmp_path) -> None:
     line.topology.reconfigure(load_config(copy(tmp_path, "three", three), env={}))
     seen = len(line.published)
     for n in range(20, 29):
+        line.now += 1  # leads a second apart: ties go to whoever waited longest
         line.send("form_fill", form(n))
     after = reps_of(line, seen)
     # Counted from the others' lowest open load: a share of what follows, not all of it
@@ -297,3 +299,69 @@ def test_a_draft_on_the_wire_carries_no_version_for_a_previous_release_to_choke_
         "trace": ["x"],
     }
     assert messages.decode(raw).draft.reason.config_version is None
+
+
+def test_a_lead_of_a_queue_a_version_removed_still_reaches_its_rep(tmp_path) -> None:
+    def no_fast_lane(reps, routing) -> None:
+        routing["queues"].pop("fast-lane")
+        routing["rules"] = [r for r in routing["rules"] if r["queue"] != "fast-lane"]
+
+    line = Pipeline(load_config(copy(tmp_path, "before"), env={}), NOW)
+    line.send("form_fill", form(1))
+    line.topology.reconfigure(load_config(copy(tmp_path, "after", no_fast_lane), env={}))
+    line.now += 60
+    click = {"event_id": "e1", "occurred_at": "2026-11-29T10:01:00Z", "type": "click"}
+    line.send("email_event", click | {"email": "lead1@acme-corp.com"})
+    queue, _, activity = line.published[-1]
+    assert (queue, activity["event"], activity["rep_id"]) == (
+        "fast-lane",
+        "lead.activity",
+        "ana.silva",
+    )
+    assert line.invalid == []
+
+
+def test_a_lead_for_a_queue_its_desk_does_not_know_yet_waits_until_the_desk_switches(
+    tmp_path,
+) -> None:
+    """A rollout under way: the lead's worker runs a version with a new queue, the desk's
+    worker still the one before. The lead waits in the line instead of being lost."""
+
+    def vip(reps, routing) -> None:
+        routing["queues"]["vip"] = {
+            "strategy": "round_robin",
+            "sla_minutes": 5,
+            "reps": ["olivia.davis"],
+        }
+        routing["rules"].insert(
+            0, {"name": "vip", "when": {"field": "trigger", "eq": "fast_lane"}, "queue": "vip"}
+        )
+
+    before = load_config(copy(tmp_path, "before"), env={})
+    after = load_config(copy(tmp_path, "after", vip), env={})
+    line = Pipeline(after, NOW)
+    old_desk = QueueDesk(Context(before, line.accounts, line.facts, lambda: line.now))
+    line.topology.handlers[Assign] = old_desk.on_assign
+    line.topology.handlers[DeskDue] = old_desk.on_due
+    line.send("form_fill", form(1))
+    ((queue, _, routed),) = line.published
+    assert (queue, routed["rep_id"]) == ("vip", None)
+    assert any(
+        "vip is not in the configuration this desk runs" in s for s in routed["reason"]["trace"]
+    )
+    assert waiting_line(line.state.get("q:vip"))[0] == 1
+    line.advance(NOW + 60)  # the desk looks again: still the old version, still waiting
+    assert waiting_line(line.state.get("q:vip"))[0] == 1 and len(line.published) == 1
+    line.now = NOW + 90
+    line.topology.reconfigure(after)  # the desk's worker switches
+
+    class Sink:
+        def set_timer(self, partition, due, key) -> None:
+            line.timers.append((due, key))
+
+    line.topology.wake_desks(line.state_of, Sink())  # type: ignore[arg-type]
+    line.fire_timers()
+    assert [(q, p["event"], p["rep_id"]) for q, _, p in line.published[1:]] == [
+        ("vip", "lead.assigned", "olivia.davis")
+    ]
+    assert waiting_line(line.state.get("q:vip"))[0] == 0

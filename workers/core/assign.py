@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from workers.settings import WEEKDAYS, Queue, Rep
 
 HOUR = 3600.0
+JOINING = "joining"  # a rep's stats: new to a least-loaded queue, counted from the others' floor
 
 
 @lru_cache(maxsize=256)
@@ -123,7 +124,8 @@ def pick_rep(
     """
     trace: list[str] = []
     all_stats = desk.setdefault("reps", {})
-    if preferred is not None and preferred in reps and preferred not in exclude:
+    # The owner is a rep of this queue when routed; a version since may have moved them.
+    if preferred is not None and preferred in queue.reps and preferred not in exclude:
         why = (skipped or {}).get(preferred) or unavailable_because(
             reps[preferred], all_stats.get(preferred, {}), now
         )
@@ -179,7 +181,7 @@ def _fairest(
         what = "assignments in window / weight"
     else:
         _join_at_floor(available, all_stats, now, trace)
-        load = {r: _open_load(all_stats.get(r, {}), now, window_hours) for r in available}
+        load = _open_loads(available, all_stats)
         what = "open leads"
     chosen = min(available, key=lambda r: (load[r], all_stats.get(r, {}).get("last", 0.0)))
     shown = ", ".join(f"{r}={load[r]:g}" for r in available)
@@ -190,23 +192,31 @@ def _fairest(
 def _join_at_floor(
     available: list[str], all_stats: dict[str, Any], now: float, trace: list[str]
 ) -> None:
-    """A rep new to a least-loaded queue (added by a configuration change) is counted from
-    the lowest open load among the others, for one fairness window, not from zero: else
-    they would take every lead until their open count caught up."""
+    """A rep new to a least-loaded queue (added by a configuration change) is counted as
+    the least loaded of the others until their own open count reaches it, not from zero:
+    else they would take every lead until it caught up. They share the lowest load's turns."""
     known = [all_stats[r].get("open", 0) for r in available if r in all_stats]
     floor = min(known, default=0)
     for rep_id in available:
         if rep_id not in all_stats and floor > 0:
-            all_stats[rep_id] = {"open": 0, "credit": [floor, now]}
+            all_stats[rep_id] = {"open": 0, JOINING: True}
             trace.append(f"{rep_id} joins the queue counted from its lowest open load ({floor})")
 
 
-def _open_load(stats: dict[str, Any], now: float, window_hours: float) -> float:
-    """Open leads, plus a joining rep's credit while it lasts."""
-    credit = stats.get("credit")
-    if credit is not None and now - credit[1] < window_hours * HOUR:
-        return float(stats.get("open", 0) + credit[0])
-    return float(stats.get("open", 0))
+def _open_loads(available: list[str], all_stats: dict[str, Any]) -> dict[str, float]:
+    """Open leads per rep; a joining rep's is the lowest of the others' until theirs is."""
+    raw = {r: float(all_stats.get(r, {}).get("open", 0)) for r in available}
+    load = dict(raw)
+    settled = [r for r in available if not all_stats.get(r, {}).get(JOINING)]
+    for rep_id in available:
+        stats = all_stats.get(rep_id, {})
+        if stats.get(JOINING):
+            floor = min((raw[r] for r in settled), default=raw[rep_id])
+            if raw[rep_id] >= floor:
+                del stats[JOINING]
+            else:
+                load[rep_id] = floor
+    return load
 
 
 def _rejoin(

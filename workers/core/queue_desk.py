@@ -30,6 +30,8 @@ RECENT_ASSIGNMENTS = 2000
 # A queue nobody ever takes leads from must not grow its record without bound: beyond this
 # many waiting, a lead is published unassigned as before and counted (`line_full`).
 MAX_WAITING = 5000
+# How often a desk whose queue its configuration lacks looks again (a switch may bring it).
+RECHECK = 60.0
 # A line entry: lead id, waiting since, preferred rep, then for a lead escalated here from
 # another queue: its previous rep, previous queue and the reps it has had.
 WAITING, WAKE, ROUND = "waiting", "wake", "round"
@@ -97,7 +99,7 @@ class QueueDesk:
     def on_assign(self, key: str, request: Assign, state: State, fx: Effects) -> None:
         ctx = self.ctx
         queue_name = request.queue
-        queue = ctx.routing.queues[queue_name]
+        queue = ctx.routing.queues.get(queue_name)
         desk = state.get(key) or {}
         recent = recent_assignments(desk)
         attempt = fingerprint(f"{request.lead}/{request.draft.trigger_event_id}")
@@ -111,9 +113,19 @@ class QueueDesk:
                 fx.internal.append((request.lead, self._answer(request, rep, routed_at)))
             return
         now = ctx.clock()
-        self._hand_out(queue_name, queue, desk, now, fx, extra=1)
+        if queue is not None:
+            self._hand_out(queue_name, queue, desk, now, fx, extra=1)
         line = desk.get(WAITING)
-        if line:
+        if queue is None:
+            # A queue of a configuration version this desk's worker does not run (yet): a
+            # rollout under way, or a version it refused. The lead waits in the line until
+            # a worker that runs it owns the desk or this one switches.
+            rep = None
+            steps = [
+                f"{queue_name} is not in the configuration this desk runs "
+                f"({ctx.config.version}): the lead waits for a worker that runs it"
+            ]
+        elif line:
             rep = None
             steps = [f"{len(line)} earlier leads wait in {queue_name}: this one joins the line"]
         else:
@@ -140,21 +152,28 @@ class QueueDesk:
         fx.internal.append((request.lead, answer))
 
     def _answer(self, request: Assign, rep: str | None, routed_at: float) -> Assigned:
-        """Where the lead went, by which rule and strategy."""
-        queue = self.ctx.routing.queues[request.queue]
+        """Where the lead went, by which rule and strategy. A queue this desk does not know
+        yet gets the shortest SLA it knows: a waiting lead's breach is only counted."""
+        routing = self.ctx.routing
+        queue = routing.queues.get(request.queue)
+        sla_minutes = (
+            queue.sla_minutes
+            if queue is not None
+            else min(q.sla_minutes for q in routing.queues.values())
+        )
         return Assigned(
             request.queue,
             rep,
             request.draft.reason.rule,
             self._strategy(queue, rep, request.preferred),
             routed_at,
-            routed_at + queue.sla_minutes * 60,
+            routed_at + sla_minutes * 60,
             request.draft.trigger_event_id,
         )
 
     @staticmethod
-    def _strategy(queue: Queue, rep: str | None, preferred: str | None) -> str:
-        if rep is None:
+    def _strategy(queue: Queue | None, rep: str | None, preferred: str | None) -> str:
+        if rep is None or queue is None:
             return "unassigned"
         return "account_owner" if rep == preferred else queue.strategy
 
@@ -264,11 +283,18 @@ class QueueDesk:
         )
         fx.internal.append((lead_id, answer))
 
-    def _arm(self, key: str, queue: Queue, desk: dict[str, Any], now: float, fx: Effects) -> None:
+    def _arm(
+        self, key: str, queue: Queue | None, desk: dict[str, Any], now: float, fx: Effects
+    ) -> None:
         """The desk's timer: while leads wait, the next moment a rep may come in or the
-        next round of the hand-out, whichever is first."""
+        next round of the hand-out, whichever is first; for a queue this desk's
+        configuration does not have, a look every RECHECK seconds (a switch may bring it)."""
         if not desk.get(WAITING):
             desk.pop(WAKE, None)
+            return
+        if queue is None:
+            desk[WAKE] = wake = now + RECHECK
+            fx.timers.append((wake, key))
             return
         start, given = desk.get(ROUND) or (now, {})
         reps = self.ctx.config.reps.reps
@@ -299,7 +325,7 @@ class QueueDesk:
         del desk[WAKE]
         if queue is not None:  # a queue removed from the configuration keeps its line
             self._hand_out(due.queue, queue, desk, now, fx)
-            self._arm(key, queue, desk, now, fx)
+        self._arm(key, queue, desk, now, fx)
         state.put(key, desk)
 
     # ------------------------------------------------------------------ after routing

@@ -156,7 +156,8 @@ class Collector:
         self.out = Outputs()
 
     def publish(self, topic: str, key: bytes, value: bytes, event: str) -> None:
-        self.out.published.append((self.queue_of[topic], key.decode(), orjson.loads(value)))
+        queue = self.queue_of.get(topic) or topic.rsplit(cat.ROUTED_PREFIX, 1)[-1]
+        self.out.published.append((queue, key.decode(), orjson.loads(value)))
 
     def hand_over(self, partition: int, key: bytes, value: bytes) -> None:
         self.out.handed_over.append((partition, key, value))
@@ -166,6 +167,19 @@ class Collector:
 
     def dead_letter(self, letter: DeadLetter) -> None:
         self.out.dead_letters.append(letter)
+
+
+class RoutedTopics(dict[str, str]):
+    """Queue -> its routed topic. A lead routed to a queue a later version removed still
+    has its activity and reassignment published on that queue's topic (it exists)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, queue: str) -> str:
+        topic = self[queue] = self.prefix + cat.routed_topic(queue)
+        return topic
 
 
 def owner_partition(key: str, partitions: int) -> int:
@@ -210,8 +224,9 @@ class Topology:
         self.config = config
         self.version = config.version
         self.ctx = Context(config, self.accounts, self.recorder, self.clock)
-        prefix = config.settings.kafka.topic_prefix
-        self.routed_topics = {q: prefix + cat.routed_topic(q) for q in config.routing.queues}
+        self.routed_topics = RoutedTopics(config.settings.kafka.topic_prefix)
+        for queue in config.routing.queues:
+            self.routed_topics[queue]
         self.desk = desk = QueueDesk(self.ctx)
         lead, visitor = Lead(self.ctx), Visitor(self.ctx)
         self.handlers: dict[type, Handler] = {

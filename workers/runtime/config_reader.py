@@ -28,10 +28,18 @@ log = logging.getLogger("leadrouter.config")
 class ConfigReader(ReferenceReader):
     purpose = "config"
 
-    def __init__(self, clients: Clients, topic: str, local: Config, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        clients: Clients,
+        topic: str,
+        local: Config,
+        metrics: Metrics,
+        refused: set[int] | None = None,
+    ) -> None:
         super().__init__(clients, topic)
         self.local = local
         self.metrics = metrics
+        self.refused = set() if refused is None else refused  # offsets already reported
         self._arrived: list[tuple[int, bytes | None]] = []
 
     def _apply(self, msg: Message) -> None:
@@ -67,6 +75,9 @@ class ConfigReader(ReferenceReader):
             published = read_record(value, offset)
             config = runnable(published, self.local, self.topic)
         except Refused as exc:
+            if offset in self.refused:
+                return None  # reported when first read (an earlier session)
+            self.refused.add(offset)
             self.metrics.config_refused.labels(exc.reason).inc()
             log.error(
                 "%s offset %d refused (%s): %s; keeping the configuration this worker runs",

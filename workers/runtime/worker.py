@@ -80,6 +80,8 @@ class Worker:
         self.config_topic = prefix + cat.CONFIG
         self.rejudge = False  # a switched configuration: desks judge their lines again
         self.follows_published = s.config_source == "published"
+        self.switched = False
+        self.refused_offsets: set[int] = set()  # judged once per process, not per session
         self.metrics.running(config.version, clock(), switched=False)
         self.abandoned = False
 
@@ -132,7 +134,7 @@ class Worker:
             self.config_reader.load()
             published = self.config_reader.latest()
             if published is not None and published[0].version != self.config.version:
-                self._switch(*published, starting=True)
+                self._switch(*published, starting=self.topology is None)
         meta = self.consumer.list_topics(self.internal_topic, timeout=30)
         partitions = len(meta.topics[self.internal_topic].partitions)
         self.topology = Topology(self.config, self.accounts, self.metrics, self.clock, partitions)
@@ -165,7 +167,7 @@ class Worker:
             if newer is not None and self.follows_published:
                 self._switch(*newer)
             due = self.timers.due(self.clock())
-            if batch or due or self.rejudge:
+            if batch or due or (self.rejudge and self.partitions.states):
                 self._process(batch, due)
         self.consumer.close()  # leaves the group now, so partitions move without a timeout
         self.consumer = None
@@ -182,7 +184,9 @@ class Worker:
         self.accounts_reader = AccountsReader(
             self.clients, self.settings.kafka.topic_prefix + cat.ACCOUNTS, self.accounts
         )
-        self.config_reader = ConfigReader(self.clients, self.config_topic, self.local, self.metrics)
+        self.config_reader = ConfigReader(
+            self.clients, self.config_topic, self.local, self.metrics, self.refused_offsets
+        )
 
     def _teardown(self) -> None:
         readers = (
@@ -212,6 +216,9 @@ class Worker:
             [tp.partition for tp in partitions if tp.topic == self.internal_topic]
         )
         self.health.ready = True
+        # Desks restored from before a switch (or from a worker on another version) judge
+        # their lines under the version this worker runs.
+        self.rejudge = self.rejudge or self.switched
         self._show_lines()
         log.info("assigned %d partitions", len(partitions))
 
@@ -236,9 +243,9 @@ class Worker:
                 self.settings.kafka.topic_prefix + cat.DEADLETTER,
             )
             state_of = self.partitions.states.get  # a C call per lookup, on the hot path
-            if self.rejudge:
+            woke = self.rejudge and bool(self.partitions.states)
+            if woke:
                 topology.wake_desks(state_of, sink)
-                self.rejudge = False
             topology.process(batch, state_of, sink, self.clock())
             topology.fire(due, state_of, sink)
             self.metrics.batch_process.observe(time.perf_counter() - started)
@@ -249,6 +256,8 @@ class Worker:
             self.abandoned = True
             raise
         self.metrics.batch_commit.observe(time.perf_counter() - committing)
+        if woke:  # durable now: a failed batch leaves it to the next session
+            self.rejudge = False
         self.partitions.persist(changes, committer.changelog_offsets)
         self.metrics.flush()
         if batch:
@@ -260,8 +269,12 @@ class Worker:
     def _switch(self, config: Config, published: Published, *, starting: bool = False) -> None:
         """Run a published version from the next batch on: no restart, no rebalance.
         Its queues' topics are made first; state carries over (Topology.reconfigure)."""
-        admin.ensure_topics(config, stop=self.stopping)
+        try:
+            admin.ensure_topics(config, stop=self.stopping)
+        except admin.Stopped:
+            return  # stopping: the next start runs it
         previous, self.config = self.config.version, config
+        self.switched = True
         self.metrics.declare(config.routing.queues, [r.name for r in config.routing.rules])
         if self.topology is not None:
             self.topology.reconfigure(config)
