@@ -674,7 +674,51 @@ def run_million(ctx: Context) -> dict[str, Any]:
         worker.stop(timeout=120)
     result["data_dir_mib_after_stop"] = round(measure.dir_bytes(data_dir) / 2**20, 1)
     result["process"] = worker.rusage
+    result["expiry"] = _expire_all(ctx, name, prefix, data_dir, count)
     return result
+
+
+def _expire_all(ctx: Context, name: str, prefix: str, data_dir: Path, count: int) -> dict[str, Any]:
+    """The same worker and data directory with a period of seconds: every lead idle, so
+    every one expires by its timer; the data directory before and after."""
+    period = ctx.args.expiry_seconds
+    before = measure.dir_bytes(data_dir)
+    worker = procs.LeadrouterProc(
+        f"{name}-expiry",
+        ctx.bootstrap,
+        ctx.config_dir,
+        data_dir,
+        prefix=prefix,
+        group=f"{prefix}group",
+        store="rocksdb",
+        log=ctx.log(f"{name}-expiry"),
+        extra_env={"LEADROUTER_EXPIRE_AFTER_DAYS": str(period / 86400)},
+    )
+    ctx.say(f"{name}: expiry after {period:.0f} s idle: restarting the worker")
+    out: dict[str, Any] = {"period_s": period, "data_dir_mib_before": round(before / 2**20, 1)}
+    try:
+        worker.start()
+        worker.wait_ready()
+        started = time.time()
+        deadline = time.monotonic() + max(600.0, count / 500)
+        expired = 0.0
+        while time.monotonic() < deadline:
+            expired = worker.metrics().get('leadrouter_expired_total{kind="lead"}', 0.0)
+            if expired >= count:
+                break
+            time.sleep(1.0)
+        out.update(
+            {
+                "leads_expired": int(expired),
+                "seconds": round(time.time() - started, 1),
+                "data_dir_mib_after_expiry": round(measure.dir_bytes(data_dir) / 2**20, 1),
+                "rss_mib": _mib(worker.memory().get("VmRSS")),
+            }
+        )
+    finally:
+        worker.stop(timeout=120)
+    out["data_dir_mib_after_stop"] = round(measure.dir_bytes(data_dir) / 2**20, 1)
+    return out
 
 
 # ---------------------------------------------------------------------------- report
@@ -836,6 +880,15 @@ def table(results: dict[str, Any]) -> str:
                 f"processed in {_fmt(mil.get('seconds_to_process'), '.0f')} s "
                 f"({_fmt(mil.get('events_per_s_incl_start'))} events/s incl. start)",
             ]
+            exp = mil.get("expiry") or {}
+            lines.append(
+                f"expiry (idle > {_fmt(exp.get('period_s'), '.0f')} s): "
+                f"{_fmt(exp.get('leads_expired'))} of {mil['leads']:,} leads removed by their "
+                f"timers in {_fmt(exp.get('seconds'), '.0f')} s; data dir "
+                f"{_fmt(exp.get('data_dir_mib_before'), '.0f')} MiB before -> "
+                f"{_fmt(exp.get('data_dir_mib_after_expiry'), '.0f')} MiB after expiry / "
+                f"{_fmt(exp.get('data_dir_mib_after_stop'), '.0f')} MiB after stop"
+            )
     rep = results.get("replay")
     if rep:
         if rep.get("error"):
@@ -983,6 +1036,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--million", action="store_true", help="also the million-lead memory run")
     p.add_argument("--million-leads", type=int, default=1_000_000)
+    p.add_argument(
+        "--expiry-seconds",
+        type=float,
+        default=30,
+        help="million-lead run: the idle period after which every lead expires",
+    )
     p.add_argument(
         "--replay-events",
         type=int,

@@ -18,6 +18,10 @@ SALES_ACTIVITIES = "sales.activities"
 ACCOUNTS = "reference.accounts"
 # Published configuration versions, keyed by version; one partition keeps them in order.
 CONFIG = "reference.config"
+# Erasure requests (`leadrouter forget`), keyed by lead id: {"format": 1, "lead_id",
+# "requested_at" (epoch seconds), "reason"}. Compacted: the one-way fingerprint and the time
+# are kept, so that history read later (replay, explain, report) leaves the person out.
+ERASURES = "privacy.erasures"
 DEADLETTER = "leads.deadletter"
 ROUTED_PREFIX = "leads.routed."
 # Internal: records re-keyed by lead, visitor or queue so that each key's state has one owner.
@@ -32,7 +36,8 @@ INPUT_KINDS: dict[str, str] = {
     SALES_ACTIVITIES: SALES_ACTIVITY,
 }
 
-WEEK_MS = 7 * 24 * 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
+WEEK_MS = 7 * DAY_MS
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,17 @@ def catalogue(
         spec(SALES_ACTIVITIES, retained),
         spec(ACCOUNTS, {"cleanup.policy": "compact"}),
         TopicSpec(prefix + CONFIG, 1, replication_factor, {"cleanup.policy": "compact"}),
+        spec(ERASURES, {"cleanup.policy": "compact"}),
         spec(DEADLETTER, {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)}),
     ]
     specs += [spec(routed_topic(q), retained) for q in queues]
     specs += [
         spec(INTERNAL, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}, public=False),
-        spec(CHANGELOG, {"cleanup.policy": "compact"}, public=False),
+        # An erased or expired person's earlier values are compacted away within a day.
+        spec(
+            CHANGELOG,
+            {"cleanup.policy": "compact", "max.compaction.lag.ms": str(DAY_MS)},
+            public=False,
+        ),
     ]
     return specs

@@ -156,6 +156,20 @@ class Feedback:
 
 
 @dataclass(slots=True)
+class Forget:
+    """Erase what names a person (`leadrouter forget`), or an idle one's state expired: to
+    the lead, then from it to its visitor records and its queue desk. `at` is the erasure's
+    time (events of the person that occurred before it are dropped from then on); `erase`
+    False for an expiry, which keeps no marker."""
+
+    KIND: ClassVar[str] = "forget"
+    lead: str
+    at: float
+    reason: str
+    erase: bool
+
+
+@dataclass(slots=True)
 class SlaDue:
     """A lead's SLA timer fired (never on the wire: timers live with the lead's partition)."""
 
@@ -171,6 +185,15 @@ class DeskDue:
     queue: str
 
 
+@dataclass(slots=True)
+class ExpiryDue:
+    """A lead's or visitor's expiry timer came due (never on the wire: its key in the
+    partition's state, `x:<due>:<key>`, is the timer)."""
+
+    KIND: ClassVar[str] = "expiry_due"
+    key: str
+
+
 Message = (
     Touch
     | VisitorTouch
@@ -184,10 +207,12 @@ Message = (
     | Claimed
     | Withdraw
     | DeskDue
+    | Forget
+    | ExpiryDue
 )
 # Sent between workers as their fields, in declaration order: added after release 0.1.0,
 # so no earlier wire form to keep.
-_PLAIN: tuple[type, ...] = (Reassign, Handed, Claimed, Withdraw)
+_PLAIN: tuple[type, ...] = (Reassign, Handed, Claimed, Withdraw, Forget)
 
 
 class UnknownMessage(ValueError):

@@ -176,17 +176,22 @@ class VersionRef(click.ParamType):
 
 
 class Note(click.ParamType):
-    """One line, kept short: it is shown in every `config history` listing."""
+    """One line, kept short: a version's note (shown in every `config history` listing) or
+    an erasure's reason."""
 
     name = "text"
 
+    def __init__(self, noun: str, example: str) -> None:
+        self.noun, self.example = noun, example
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> str:
         text = str(value).strip()
-        if len(text) > NOTE_CHARS or any(ord(c) < 32 for c in text):
+        broken = any(ord(c) < 32 for c in text)
+        if len(text) > NOTE_CHARS or broken:
             self.fail(
-                f"the note must be one line of at most {NOTE_CHARS} characters (got "
-                f"{len(text)}{', with a line break' if any(ord(c) < 32 for c in text) else ''}); "
-                "for example --note 'ben.carter on leave until Monday'",
+                f"the {self.noun} must be one line of at most {NOTE_CHARS} characters (got "
+                f"{len(text)}{', with a line break' if broken else ''}); for example "
+                f"{self.example}",
                 param,
                 ctx,
             )
@@ -362,7 +367,12 @@ def _version(config: Config, ref: str) -> Any:
 
 @config_group.command("publish")
 @click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False))
-@click.option("--note", type=Note(), default="", help="Why: shown by `config history` (one line).")
+@click.option(
+    "--note",
+    type=Note("note", "--note 'ben.carter on leave until Monday'"),
+    default="",
+    help="Why: shown by `config history` (one line).",
+)
 @click.option(
     "--version",
     "again",
@@ -643,16 +653,21 @@ def explain(
     lead: tuple[str, str | None], since: float | None, as_json: bool, config: Config
 ) -> None:
     """Why a lead went where it went: its assignments, activities, traces, score and what
-    sales did, in time order. Exit status 1 when no such lead was routed."""
+    sales did, in time order. Exit status 1 when no such lead was routed, or it was erased."""
     if since is not None:
         _not_ahead(since)
     _broker(config)
     import orjson
 
     from workers import history
-    from workers.explain import collect, render_json, render_text, topics_for
+    from workers.erasures import read_erasures
+    from workers.explain import collect, erased_text, render_json, render_text, topics_for
 
     lead_id, email = lead
+    erasure = read_erasures(config.settings).get(lead_id)
+    if erasure is not None:  # nothing of the person is read, let alone shown
+        click.echo(erased_text(lead_id, erasure), err=True)
+        sys.exit(1)
     routed, sales = topics_for(config)
     try:
         plan = history.plan(config.settings, [*routed, sales], since or 0.0, None)
@@ -876,6 +891,47 @@ def replay(
 
         html_file.write_text(render_html(report, since, end), encoding="utf-8")
         click.echo(f"wrote {html_file}", err=True)
+
+
+# --------------------------------------------------------------------------- personal data
+@main.command()
+@click.argument("lead", metavar="EMAIL|LEAD_ID", type=LeadRef())
+@click.option(
+    "--reason",
+    type=Note("reason", "--reason 'GDPR art. 17 request #123'"),
+    default="",
+    help="Why, for the record (e.g. 'GDPR art. 17 request #123'); no personal data here.",
+)
+@config_option
+def forget(lead: tuple[str, str | None], reason: str, config: Config) -> None:
+    """Erase a person: every worker removes what it holds about them (lead, visitor
+    records, timers, waiting-line entry; tombstones on the changelog) and keeps only the
+    lead id, a one-way fingerprint, and the time, so older events cannot bring them back."""
+    _broker(config)
+    import time
+
+    import orjson
+    from confluent_kafka import KafkaException
+
+    from topics import catalogue as cat
+    from workers import admin
+    from workers.history import moment_text
+    from workers.runtime.config_reader import publish
+
+    lead_id, _ = lead
+    now = time.time()
+    value = {"format": 1, "lead_id": lead_id, "requested_at": round(now, 3), "reason": reason}
+    topic = config.settings.kafka.topic_prefix + cat.ERASURES
+    admin.ensure_topics(config)
+    try:
+        publish(config.settings, topic, lead_id, orjson.dumps(value))
+    except KafkaException as exc:
+        raise click.ClickException(f"nothing requested: {exc}") from None
+    click.echo(
+        f"erasure of {lead_id} requested at {moment_text(now)}: the worker that owns it "
+        "removes the person's state within seconds; records already published to the routed "
+        "topics and dead letters stay until their retention (README: Personal data)"
+    )
 
 
 if __name__ == "__main__":

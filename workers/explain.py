@@ -6,6 +6,10 @@ topics, with its decision trace, score contributions, queue, rep and times, and 
 did with the lead (`sales.activities`), in time order. An e-mail is turned into its lead id
 by the worker's own function (workers/core/identity.py), so no worker needs to run.
 
+An erased person (`leadrouter forget`, workers/erasures.py) is not explained: the command
+says when they were erased and why, and shows none of their records, not even those
+published before the erasure that the routed topics keep until their retention.
+
 Nothing at the top of this module imports a Kafka client (the CLI loads it lazily).
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,6 +27,9 @@ from topics.vocabulary import ACTIVITY_TYPES, FIRST_CONTACT
 from workers.core.context import iso
 from workers.history import moment_text, record_time
 from workers.settings import Config
+
+if TYPE_CHECKING:
+    from workers.erasures import Erasure
 
 _LEAD_ID = re.compile(r"^ld_[0-9a-f]{8,64}$")
 ROUTED_KIND = "routed"
@@ -48,6 +55,15 @@ def resolve(target: str) -> tuple[str, str | None]:
     raise NotALead(
         f"{target!r} is neither an e-mail address nor a lead id: give the address the lead "
         "used (jane@acme-corp.com) or its lead id (ld_ followed by 20 hex digits)"
+    )
+
+
+def erased_text(lead_id: str, erasure: Erasure) -> str:
+    """What explain says of an erased lead, instead of anything about the person."""
+    reason = erasure.reason or "no reason given"
+    return (
+        f"{lead_id} was erased at {moment_text(erasure.requested_at)} ({reason}): "
+        "nothing of this person is shown"
     )
 
 

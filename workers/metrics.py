@@ -180,6 +180,26 @@ class Metrics:
         )
         for reason in REFUSED_REASONS:
             self.config_refused.labels(reason)
+        self.erasures_c = Counter(
+            "leadrouter_erasures",
+            "Erasure requests carried out (leadrouter forget): the person's state removed",
+            registry=r,
+        )
+        self.expired_c = Counter(
+            "leadrouter_expired",
+            "Lead and visitor records removed after personal_data.expire_after_days of no touch",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ("lead", "visitor"):
+            self.expired_c.labels(kind)
+        self.erased_events = Counter(
+            "leadrouter_erased_events",
+            "Events of a person that occurred before their erasure (a redelivery, a replay), "
+            "dropped by topic",
+            ["topic"],
+            registry=r,
+        )
         self.lines = WaitingLines(r)
         self.batch_process = self.batch_seconds.labels("process")
         self.batch_commit = self.batch_seconds.labels("commit")
@@ -298,6 +318,16 @@ class Metrics:
 
     def reassigned(self, queue: str, action: str, outcome: str) -> None:
         self._count(self.reassigned_c, queue, action, outcome)
+
+    def erasure(self) -> None:
+        self.erasures_c.inc()  # rare: not worth the batch's pending counts
+
+    def expired(self, kind: str) -> None:
+        self._count(self.expired_c, kind)
+
+    def erased_event(self, channel: str) -> None:
+        """An event of a person from before their erasure: dropped, not processed."""
+        self._count(self.erased_events, CHANNEL_TOPIC.get(channel, SALES_ACTIVITIES))
 
 
 class WaitingLines(Collector):

@@ -22,6 +22,12 @@ How, and the choices made:
   orders a batch by it) is `now` for validation and the clock of the queue desks (working
   hours, daily capacity, fairness windows), never going back. Score decay runs on each
   event's own `occurred_at`, as live.
+- Erased people (`leadrouter forget`, workers/erasures.py; the erasure topic as it is now):
+  their input events that occurred at or before their erasure are not replayed (counted in
+  `erased_events_left_out`): form fills and e-mail events by the lead id of their e-mail, ad
+  clicks that carry an e-mail the same way, sales activities by their `lead_id`. An event of
+  the person after the erasure is a new lead's, and is replayed. The `changed` sample never
+  shows a lead id that was ever erased (such a new lead is counted, not shown).
 - Accounts: the `reference.accounts` table as it is now (the compacted topic, read whole
   like the worker does at start), not as it stood during the stretch.
 - History lives where the baseline's settings say (broker, topic prefix, security); the
@@ -64,7 +70,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -74,12 +80,14 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from workers.history import moment_text
+from topics.vocabulary import SALES_ACTIVITY
+from workers.history import moment_text, record_time
 from workers.settings import Config
 
 if TYPE_CHECKING:
     from workers.core.enrich import AccountBook
     from workers.core.topology import DeadLetter, Record, Topology
+    from workers.erasures import Erasure
 
 # Above this many events in the stretch, state goes to RocksDB instead of dicts.
 DISK_ABOVE = 200_000
@@ -90,8 +98,9 @@ CHUNK = 2000
 DISK_KEEP = 4000
 SAMPLE = 20
 SIDES = ("baseline", "candidate")
-# Prefixes of the state keys that are not leads (visitors, queue desks, SLA timers).
-NOT_LEADS = ("v:", "q:", "s:")
+# Prefixes of the state keys that are not leads (visitors, queue desks, SLA timers, expiry
+# timers: workers/core/privacy.py EXPIRY).
+NOT_LEADS = ("v:", "q:", "s:", "x:")
 CAPACITY = ": at daily capacity"
 
 ROUTED = "routed"
@@ -164,6 +173,18 @@ class Tally:
     def reassigned(self, queue: str, action: str, outcome: str) -> None:
         what = f"{queue} {action} {outcome}"
         self.reassignments[what] = self.reassignments.get(what, 0) + 1
+
+    # Replay hands the topology no erasure request and fires no expiry timer: the events of
+    # erased people are left out before it (Replay.feed), and a stretch is shorter than the
+    # expiry period. Answered all the same, so that no handler fails.
+    def erasure(self) -> None:
+        pass
+
+    def expired(self, kind: str) -> None:
+        pass
+
+    def erased_event(self, channel: str) -> None:
+        pass
 
 
 class DictState(dict):  # type: ignore[type-arg]
@@ -516,7 +537,8 @@ def differences(a: Outcome | None, b: Outcome | None) -> list[str]:
 class Facts:
     """About the run rather than the leads: what was read, how the leads differ, the cost."""
 
-    events: int = 0
+    events: int = 0  # replayed
+    erased: int = 0  # events of erased people left out
     per_topic: dict[str, int] = field(default_factory=dict)
     changes: dict[str, int] = field(default_factory=dict)  # changed leads per difference
     wall: float = 0.0
@@ -540,8 +562,10 @@ class Replay:
         accounts: AccountBook,
         *,
         disk: bool = False,
+        erasures: Mapping[str, Erasure] | None = None,
     ) -> None:
         self.baseline_config = baseline
+        self.erasures = erasures or {}  # lead id -> Erasure (workers.erasures)
         self.candidate_config = with_kafka_of(candidate, baseline)
         self.work = Path(tempfile.mkdtemp(prefix="leadrouter-replay-")) if disk else None
         self.sides = [
@@ -559,10 +583,11 @@ class Replay:
         self.close()
 
     def feed(self, records: Iterable[Record]) -> None:
-        """Records in the order to handle them (history's timestamp order)."""
+        """Records in the order to handle them (history's timestamp order), less the events
+        of erased people from before their erasure."""
         prefix = len(self.baseline_config.settings.kafka.topic_prefix)
         per_topic = self.facts.per_topic
-        stream = iter(records)
+        stream = iter(records) if not self.erasures else self._unerased(records, prefix)
         while chunk := list(islice(stream, CHUNK)):
             self.facts.events += len(chunk)
             for record in chunk:
@@ -575,6 +600,18 @@ class Replay:
             # the survivors kept out of full collections, as in the worker.
             gc.collect(1)
             gc.freeze()
+
+    def _unerased(self, records: Iterable[Record], prefix: int) -> Iterator[Record]:
+        """The input events that are not an erased person's from before their erasure."""
+        from topics.catalogue import INPUT_KINDS
+
+        erasures, facts = self.erasures, self.facts
+        for record in records:
+            kind = INPUT_KINDS.get((record.topic() or "")[prefix:])
+            if kind is not None and erased_event(kind, record, erasures):
+                facts.erased += 1
+                continue
+            yield record
 
     def finish(self, until: float) -> None:
         """The end of the stretch: SLA timers due by then fire."""
@@ -607,6 +644,7 @@ class Replay:
         changed_count = 0
         kinds = self.facts.changes
         kinds.clear()
+        erased = self.erasures
         for lead_id, a, b in self.outcomes():
             for i, lead in enumerate((a, b)):
                 if lead is not None:
@@ -619,10 +657,12 @@ class Replay:
                 changed_count += 1
                 for kind in diff:
                     kinds[kind] = kinds.get(kind, 0) + 1
-                if len(changed) < sample:
+                # Never shown, even as a new lead after the erasure: counted above only.
+                if len(changed) < sample and lead_id not in erased:
                     changed.append((lead_id, a, b, diff))
         return {
             "events": self.facts.events,
+            "erased_events_left_out": self.facts.erased,
             "leads": seen[0],
             "baseline": self._side(base, seen[0], mqls[0]),
             "candidate": self._side(cand, seen[1], mqls[1]),
@@ -733,6 +773,45 @@ class Replay:
             shutil.rmtree(self.work, ignore_errors=True)
 
 
+def erased_event(kind: str, record: Record, erasures: Mapping[str, Erasure]) -> bool:
+    """True for an input event of an erased person that occurred (`occurred_at`, else the
+    record's time) at or before their erasure. An event that names no one, or cannot be
+    read (it goes to dead letters, counted by reason), is not."""
+    raw = record.value()
+    if not raw:
+        return False
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(event, dict):
+        return False
+    if kind == SALES_ACTIVITY:
+        lead = event.get("lead_id")
+        if not isinstance(lead, str):
+            return False
+        lead = lead.strip()  # as the contract reads it
+    else:
+        email = event.get("email")
+        # An ad click without an e-mail is anonymous (a click id, an anonymous_id): nothing in
+        # it leads to a person, so it cannot be attributed to an erased one and is replayed.
+        # It joins a lead only through a form fill with the same anonymous_id: one from
+        # before the erasure is left out here, so the clicks stay a visitor's; one after it
+        # joins them to the new lead, where the live worker drops clicks older than the
+        # erasure (its marker): that new lead's score can differ a little.
+        if not isinstance(email, str):
+            return False
+        from topics.contracts import normalise_email
+        from workers.core.identity import lead_id
+
+        lead = lead_id(normalise_email(email) or email)  # the worker's own derivation
+    erasure = erasures.get(lead)
+    if erasure is None:
+        return False
+    at = record_time(event.get("occurred_at"))
+    return erasure.covers(record.timestamp()[1] / 1000 if at is None else at)
+
+
 def with_kafka_of(candidate: Config, baseline: Config) -> Config:
     """The candidate with the baseline's `kafka` settings: history is where the worker's is."""
     settings = candidate.settings.model_copy(update={"kafka": baseline.settings.kafka})
@@ -752,9 +831,11 @@ def render_summary(report: dict[str, Any], facts: Facts, since: float, until: fl
     """The report as a person reads it in a terminal."""
     base, cand = report["baseline"], report["candidate"]
     topics = ", ".join(f"{t} {_n(n)}" for t, n in sorted(facts.per_topic.items()))
+    erased = report.get("erased_events_left_out") or 0
     lines = [
         f"replay {moment_text(since)} .. {moment_text(until)}: {_n(report['events'])} events "
-        f"({topics}), {_n(report['leads'])} leads",
+        f"({topics}), {_n(report['leads'])} leads"
+        + (f"; {_n(erased)} events of erased people left out" if erased else ""),
     ]
     if base["dead_letters"]:
         shown = ", ".join(f"{r} {_n(n)}" for r, n in base["dead_letters"].items())
@@ -894,9 +975,18 @@ def replayed(
         raise click.UsageError(f"{nothing} on {', '.join(stretch.topics)}")
     disk = store == "disk" or (store == "auto" and stretch.total > DISK_ABOVE)
     accounts = load_accounts(baseline)
-    with Replay(baseline, candidate, accounts, disk=disk) as run:
+    from workers.erasures import read_erasures
+
+    erasures = read_erasures(baseline.settings)
+    with Replay(baseline, candidate, accounts, disk=disk, erasures=erasures) as run:
         run.feed(history.read(baseline.settings, stretch, progress=progress))
         if run.facts.events == 0:
+            if run.facts.erased:
+                nothing = (
+                    f"nothing to replay between {moment_text(since)} and {moment_text(until)}: "
+                    f"its {_n(run.facts.erased)} events are erased people's, from before "
+                    "their erasure"
+                )
             raise click.UsageError(nothing)
         run.finish(until)
         yield run

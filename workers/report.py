@@ -12,6 +12,12 @@ sales did with them (`sales.activities`):
 - conversion rate: opportunities / leads; win rate: won / leads;
 - percentiles are nearest-rank (p50 of 1, 2, 3, 4 s is 2 s).
 
+Erased people (`leadrouter forget`, workers/erasures.py) are left out: a routed record whose
+`routed_at` (the routing's time, which its hand-outs, reassignments and activities keep), or a
+sales activity whose `occurred_at`, is at or before the lead's erasure is not counted
+anywhere; `erased_leads_left_out` counts the erased leads with a record left out. A lead
+routed again after its erasure (the person filled in a form later) is a new lead and counts.
+
 Broken records in history (not JSON, a field missing, a time that does not parse, a value
 out of the vocabulary) are counted by reason and topic, never fatal: a report on a week of
 traffic should not die on one bad record a sales tool wrote.
@@ -25,9 +31,9 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -35,6 +41,9 @@ from topics import catalogue as cat
 from topics.vocabulary import ACTIVITY_TYPES, FIRST_CONTACT, LEAD_ASSIGNED, ROUTED_EVENTS
 from workers.history import moment_text, record_time
 from workers.settings import Config
+
+if TYPE_CHECKING:
+    from workers.erasures import Erasure
 
 BAND_WIDTH = 10.0
 GRADES = ("A", "B", "C", "D")
@@ -144,10 +153,13 @@ class Collector:
     """Folds routed leads and sales activities into per-lead facts; `report()` aggregates.
 
     Activities are kept per lead whether or not the lead's assignment has been seen yet, so
-    the join does not depend on the order the two topics are read in."""
+    the join does not depend on the order the two topics are read in. Records of an erased
+    lead from before its erasure are left out (`erased` keeps which leads had some)."""
 
     mql_threshold: float
     band_width: float = BAND_WIDTH
+    erasures: Mapping[str, Erasure] = field(default_factory=dict)
+    erased: set[str] = field(default_factory=set)
     leads: dict[str, Lead] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     reassigned: set[str] = field(default_factory=set)
@@ -156,10 +168,14 @@ class Collector:
     repeated_assignments: int = 0
     malformed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (topic, reason)
 
-    def add_routed(self, raw: bytes | None, topic: str = "leads.routed") -> None:
+    def add_routed(
+        self, raw: bytes | None, topic: str = "leads.routed", stamp: float | None = None
+    ) -> None:
+        """One routed record; `stamp` (the record's time) places it when it has no
+        `routed_at`, for the erasures."""
         self.records[topic] += 1
         try:
-            self._routed(_object(raw))
+            self._routed(_object(raw), stamp)
         except Malformed as bad:
             self.malformed[(topic, bad.reason)] += 1
 
@@ -170,11 +186,18 @@ class Collector:
         except Malformed as bad:
             self.malformed[(topic, bad.reason)] += 1
 
-    def _routed(self, value: dict[str, Any]) -> None:
+    def _routed(self, value: dict[str, Any], stamp: float | None = None) -> None:
         event = _text(value, "event")
         if event not in ROUTED_EVENTS:
             raise Malformed("invalid_value")
         lead_id = _text(value, "lead_id")
+        erasure = self.erasures.get(lead_id) if self.erasures else None
+        if erasure is not None:
+            at = record_time(value.get("routed_at"))
+            at = stamp if at is None else at
+            if at is None or erasure.covers(at):  # no time at all: left out too
+                self.erased.add(lead_id)
+                return
         if event != LEAD_ASSIGNED:
             self.events[event] += 1
             if event == "lead.reassigned":
@@ -221,6 +244,10 @@ class Collector:
         at = record_time(_text(value, "occurred_at"))
         if at is None:
             raise Malformed("invalid_time")
+        erasure = self.erasures.get(lead_id) if self.erasures else None
+        if erasure is not None and erasure.covers(at):
+            self.erased.add(lead_id)
+            return
         outcome = self.outcomes.get(lead_id)
         if outcome is None:
             outcome = self.outcomes[lead_id] = Outcome()
@@ -275,6 +302,7 @@ class Collector:
             "routed_events": dict(sorted(self.events.items())),
             "leads": counted,
             "repeated_assignments": self.repeated_assignments,
+            "erased_leads_left_out": len(self.erased),
             "activities": {
                 "leads_with_activity": matched,
                 "unmatched_leads": unmatched,
@@ -417,28 +445,32 @@ def topics_for(config: Config) -> list[str]:
     ]
 
 
-def collect(config: Config, records: Iterable[Any]) -> Collector:
-    """Fold history records (confluent_kafka Messages or alike) into a Collector."""
+def collect(
+    config: Config, records: Iterable[Any], erasures: Mapping[str, Erasure] | None = None
+) -> Collector:
+    """Fold history records (confluent_kafka Messages or alike) into a Collector, leaving
+    out what `erasures` (lead id -> Erasure, workers.erasures.read_erasures) covers."""
     prefix = config.settings.kafka.topic_prefix
     cut = len(prefix)
     sales = prefix + cat.SALES_ACTIVITIES
-    collector = Collector(mql_threshold=config.scoring.mql_threshold)
+    collector = Collector(mql_threshold=config.scoring.mql_threshold, erasures=erasures or {})
     add_routed, add_activity = collector.add_routed, collector.add_activity
     for msg in records:
         topic = msg.topic()
         if topic == sales:
             add_activity(msg.value(), cat.SALES_ACTIVITIES)
         else:
-            add_routed(msg.value(), topic[cut:])
+            add_routed(msg.value(), topic[cut:], msg.timestamp()[1] / 1000)
     return collector
 
 
 def build(
     config: Config, since: float, until: float | None, *, progress: bool = False
 ) -> dict[str, Any]:
-    """Plan, read and aggregate. Raises history.UnknownTopic, or EmptyStretch when there is
-    nothing on the topics in the stretch."""
+    """Plan, read and aggregate, erased people left out. Raises history.UnknownTopic, or
+    EmptyStretch when there is nothing on the topics in the stretch."""
     from workers import history
+    from workers.erasures import read_erasures
 
     topics = topics_for(config)
     judged_at = until if until is not None else time.time()
@@ -449,7 +481,9 @@ def build(
             f"{iso(until) if until is not None else 'now'}: check --since/--until "
             "(and the topic prefix)"
         )
-    collector = collect(config, history.read(config.settings, plan, progress=progress))
+    erasures = read_erasures(config.settings)
+    records = history.read(config.settings, plan, progress=progress)
+    collector = collect(config, records, erasures)
     return collector.report(since=since, until=until, judged_at=judged_at)
 
 
@@ -483,6 +517,11 @@ def render_terminal(report: dict[str, Any], console: Any = None) -> None:
             + ", ".join(f"{r} {n}" for r, n in malformed["by_reason"].items())
             + ")"
             if malformed["total"]
+            else ""
+        )
+        + (
+            f", {report['erased_leads_left_out']} erased leads left out"
+            if report.get("erased_leads_left_out")
             else ""
         ),
         highlight=False,

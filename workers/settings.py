@@ -110,6 +110,12 @@ class RegionSettings(Strict):
     overrides: dict[str, str] = Field(default_factory=dict)
 
 
+class PersonalDataSettings(Strict):
+    """How long a person's state is kept with no touch (marketing or sales): 0 keeps it."""
+
+    expire_after_days: float = Field(365, ge=0, le=3650)
+
+
 class Settings(Strict):
     kafka: KafkaSettings = KafkaSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -117,6 +123,7 @@ class Settings(Strict):
     store: StoreSettings = StoreSettings()
     consent: ConsentSettings = ConsentSettings()
     regions: RegionSettings = RegionSettings()
+    personal_data: PersonalDataSettings = PersonalDataSettings()
     competitor_domains: tuple[str, ...] = ()
     fast_lane_forms: tuple[str, ...] = ("demo-request", "contact-sales")
     fast_lane_email_types: tuple[str, ...] = ("reply",)
@@ -543,6 +550,15 @@ HINTS: dict[str, Hint] = {
     ),
     "ConsentSettings.required_countries[]": _h(
         "a country code (ISO 3166-1 alpha-2), as text", "- DE"
+    ),
+    "PersonalDataSettings": _h(
+        "how long a person's data is kept (personal_data)",
+        "personal_data: {expire_after_days: 365}",
+    ),
+    "PersonalDataSettings.expire_after_days": _h(
+        "the days a lead or visitor with no touch is kept before its state is removed "
+        "(0: kept until erased), a number from 0 to 3650",
+        "expire_after_days: 365",
     ),
     "RegionSettings": _h(
         "the region exceptions (regions)", "regions: {overrides: {AE: EMEA, TR: EMEA}}"
@@ -1327,6 +1343,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "LEADROUTER_INSTANCE_ID": ("instance_id",),
     "LEADROUTER_LOG_LEVEL": ("log_level",),
     "LEADROUTER_CONFIG_SOURCE": ("config_source",),
+    "LEADROUTER_EXPIRE_AFTER_DAYS": ("personal_data", "expire_after_days"),
     "LEADROUTER_BATCH_SIZE": ("ingest", "batch_size"),
 }
 

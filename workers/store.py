@@ -27,6 +27,7 @@ class Backend(Protocol):
     def checkpoint(self) -> int | None: ...
     def clear(self) -> None: ...
     def keys_with_prefix(self, prefix: str) -> list[str]: ...
+    def keys_between(self, low: str, high: str, limit: int) -> list[str]: ...
     def close(self) -> None: ...
 
 
@@ -55,6 +56,11 @@ class MemoryBackend:
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         return [k for k in self.data if k.startswith(prefix)]
+
+    def keys_between(self, low: str, high: str, limit: int) -> list[str]:
+        """Keys in [low, high), in order, at most `limit` (a scan: no index in a dict)."""
+        data = self.data
+        return sorted(k for k in data if low <= k < high and data[k] is not None)[:limit]
 
     def close(self) -> None:
         self.data.clear()
@@ -134,6 +140,21 @@ class RocksBackend:
         del it
         return out
 
+    def keys_between(self, low: str, high: str, limit: int) -> list[str]:
+        """Keys in [low, high), in order, at most `limit`: a seek and a short walk."""
+        out: list[str] = []
+        bound = high.encode()
+        it = self.db.iter()
+        it.seek(low.encode())
+        while it.valid() and len(out) < limit:
+            key = it.key()
+            if key >= bound:
+                break
+            out.append(key.decode())
+            it.next()
+        del it
+        return out
+
     def close(self) -> None:
         self.db.close()
 
@@ -198,3 +219,7 @@ class PartitionState:
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         return self.backend.keys_with_prefix(prefix)
+
+    def keys_between(self, low: str, high: str, limit: int) -> list[str]:
+        """Persisted keys in [low, high), in order (asked between batches, all persisted)."""
+        return self.backend.keys_between(low, high, limit)

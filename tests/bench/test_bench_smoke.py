@@ -24,6 +24,7 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
             "--settle", "1",
             "--million",
             "--million-leads", "1500",
+            "--expiry-seconds", "3",
             "--results-dir", str(tmp_path),
         ],
         broker=kafka_broker,
@@ -58,6 +59,8 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
     assert "error" not in million, million.get("error")
     assert million["leads_generated"] == 1500
     assert million["peak_rss_mib"] > 0 and million["data_dir_mib_running"] > 0
+    assert million["expiry"]["leads_expired"] == 1500  # every lead, by its timer
+    assert "leads removed by their timers" in printed
     for key in ("leadrouter / raw_aiokafka (events/s)", "leadrouter / faust_naive (events/s)"):
         assert results["ratios"][key] > 0
     assert results["workload"]["events"] == 2000 and results["machine"]["nproc"]

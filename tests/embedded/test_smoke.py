@@ -64,7 +64,7 @@ def test_pipeline_smoke_on_embedded_broker(tansu: EmbeddedBroker, tmp_path: Path
         dead = topics.read([cat.DEADLETTER], lambda r: len(r) >= 1, 60, "the dead letter")
         assert dict(dead[0].headers)["error.reason"] == b"invalid_json"
         # auto: transactions only when a committed one is readable on this broker
-        assert re.search(r"consuming 5 topics \((exactly|at_least)_once\)", worker.log_tail(200))
+        assert re.search(r"consuming 6 topics \((exactly|at_least)_once\)", worker.log_tail(200))
         time.sleep(1)  # a duplicate would have produced a second record by now
         again = topics.read(ROUTED, lambda r: len(r) >= 1, 30, "routed leads")
         assert len(again) == 1
@@ -172,22 +172,22 @@ def test_topics_apply_twice_and_check_twice_on_embedded_broker(tansu: EmbeddedBr
     before = run("topics", "check")
     assert before.returncode == 1, before.stderr
     assert before.stdout.splitlines() == [f"{n}: missing" for n in names]
-    assert "drift: 15 differences" in before.stderr
+    assert "drift: 16 differences" in before.stderr
 
     first = run("topics", "apply")
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
         *(f"{n}: created ({1 if n.endswith('.config') else 6} partitions)" for n in names),
-        "15 topics in the catalogue; 15 changes",
+        "16 topics in the catalogue; 16 changes",
     ]
     for attempt in (1, 2):
         again = run("topics", "apply")
         assert again.returncode == 0, f"apply #{attempt + 1}: {again.stderr[-3000:]}"
-        assert again.stdout == "15 topics in the catalogue; 0 changes\n", again.stdout
+        assert again.stdout == "16 topics in the catalogue; 0 changes\n", again.stdout
     for attempt in (1, 2):
         ok = run("topics", "check")
         assert ok.returncode == 0, f"check #{attempt}: {ok.stdout}{ok.stderr[-3000:]}"
-        assert ok.stdout == "ok: 15 topics match the catalogue\n"
+        assert ok.stdout == "ok: 16 topics match the catalogue\n"
         assert "not reported" not in ok.stderr
 
     # drift made behind leadrouter's back is seen exactly, and apply puts it right
@@ -213,7 +213,7 @@ def test_topics_apply_twice_and_check_twice_on_embedded_broker(tansu: EmbeddedBr
     assert fixed.returncode == 0, fixed.stderr
     assert fixed.stdout.splitlines() == [
         f"{accounts}: set cleanup.policy=compact",
-        "15 topics in the catalogue; 1 changes",
+        "16 topics in the catalogue; 1 changes",
     ]
     assert run("topics", "check").returncode == 0
 
@@ -250,11 +250,11 @@ def test_what_tansu_cannot_report_or_change_is_said_not_hidden(tansu: EmbeddedBr
         "(no CreatePartitions), left as is"
     )
     assert cannot in lines
-    assert lines[-1] == "15 topics in the catalogue; 16 changes"  # 13 created, 2 set, 1 note
+    assert lines[-1] == "16 topics in the catalogue; 17 changes"  # 14 created, 2 set, 1 note
 
     again = run("topics", "apply")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.splitlines() == [cannot, "15 topics in the catalogue; 1 changes"]
+    assert again.stdout.splitlines() == [cannot, "16 topics in the catalogue; 1 changes"]
     for _ in (1, 2):
         after = run("topics", "check")
         assert after.returncode == 1  # the partitions, and only they

@@ -175,6 +175,22 @@ CASES: list[tuple[list[str], str]] = [
         "Error: Invalid value for '--version': 'abc' is not a version: give `latest` or 4 to 12 "
         "hex digits of one, as `leadrouter config history` lists them, for example 3f2a9c0d",
     ),
+    (["forget"], "Error: Missing argument 'EMAIL|LEAD_ID'."),
+    (
+        ["forget", "jane", "--reason", "art. 17"],
+        "Error: Invalid value for 'EMAIL|LEAD_ID': 'jane' is neither an e-mail address nor a "
+        "lead id: give the address the lead used (jane@acme-corp.com) or its lead id (ld_ "
+        "followed by 20 hex digits)",
+    ),
+    (
+        ["forget", "jane@acme-corp.com", "--reason", "y" * 201],
+        "Error: Invalid value for '--reason': the reason must be one line of at most 200 "
+        "characters (got 201); for example --reason 'GDPR art. 17 request #123'",
+    ),
+    (
+        ["forget", "jane@acme-corp.com", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
     (
         ["config", "publish", "{dir}", "--version", "abcd"],
         "Error: give DIRECTORY to publish, or --version V to publish again; not both",

@@ -131,7 +131,8 @@ CASES = [
                 (
                     "unknown key 'kafak' (did you mean 'kafka'?). Expected one of the keys "
                     "of the worker settings: kafka, metrics, ingest, store, consent, "
-                    "regions, competitor_domains, fast_lane_forms, fast_lane_email_types, "
+                    "regions, personal_data, competitor_domains, fast_lane_forms, "
+                    "fast_lane_email_types, "
                     "recycle_after_days, dedupe_window, instance_id, log_level or "
                     "config_source; for example: log_level: INFO"
                 ),

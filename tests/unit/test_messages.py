@@ -15,6 +15,7 @@ from tests.support.desk import Pipeline
 from topics import messages
 from topics.messages import Assign
 from workers.core.identity import lead_id
+from workers.core.privacy import expiry_key
 from workers.settings import load_config
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -100,7 +101,14 @@ def test_same_input_publishes_what_the_previous_release_published():
     # later from the lead's state: a hand-out from the waiting line, a reassignment).
     now = line.state.data
     assert now[lead].pop("trigger") == "f1"
-    assert now == OLD_STATE["state"]
+    # And the expiry of personal data: each record's latest touch, and its timer (a key).
+    assert now[lead].pop("active") == NOW + 180 and now["v:v-1"].pop("active") == NOW
+    # (set when each was created: the visitor at its click; moved only when it comes due)
+    assert now[lead].pop("idle_since") == NOW
+    assert now["v:v-1"].pop("idle_since") == NOW - 600
+    timers = {k: now[k]["keys"] for k in now if k.startswith("x:")}
+    assert timers == {expiry_key(NOW - 600): ["v:v-1"], expiry_key(NOW): [lead]}
+    assert {k: v for k, v in now.items() if not k.startswith("x:")} == OLD_STATE["state"]
 
 
 def test_state_written_by_the_previous_release_is_continued():
@@ -117,6 +125,10 @@ def test_state_written_by_the_previous_release_is_continued():
         "email_event", {"event_id": "e1", "occurred_at": at(60), "email": EMAIL, "type": "click"}
     )
     assert len(line.published) == 1, "an event the old release processed is a duplicate"
+    # A lead from before expiry existed gets its timer on its first touch since.
+    old_lead = line.state.data[routed["lead_id"]]
+    assert old_lead["active"] == NOW + 240
+    assert line.state.data[expiry_key(old_lead["idle_since"])] == {"keys": [routed["lead_id"]]}
 
 
 def test_state_bytes_are_what_the_previous_release_wrote():
@@ -142,4 +154,13 @@ def test_state_bytes_are_what_the_previous_release_wrote():
         "form_fill",
         {"event_id": "p3", "occurred_at": sent(9), "email": email, "form_id": "pricing"},
     )
-    assert {k: orjson.dumps(v).decode() for k, v in line.state.data.items()} == old["bytes"]
+    # Only added since: the lead's latest touch (`active`, for expiry) and its expiry timer.
+    data = line.state.data
+    lead = data[lead_id(email)]
+    assert lead.pop("active") == old["now"] + 9
+    assert lead.pop("idle_since") == old["now"]
+    assert {k: v for k, v in data.items() if k.startswith("x:")} == {
+        expiry_key(old["now"]): {"keys": [lead_id(email)]}
+    }
+    written = {k: orjson.dumps(v).decode() for k, v in data.items() if not k.startswith("x:")}
+    assert written == old["bytes"]

@@ -40,7 +40,15 @@ from workers.settings import DEFAULT_CONFIG_DIR, Config, load_config
 from workers.simulate import Traffic
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ["events", "leads", "baseline", "candidate", "changed_count", "changed"]
+KEYS = [
+    "events",
+    "erased_events_left_out",
+    "leads",
+    "baseline",
+    "candidate",
+    "changed_count",
+    "changed",
+]
 START = datetime(2026, 11, 25, 14, 0, tzinfo=UTC).timestamp()  # a Wednesday
 SUNDAY_NOON = datetime(2026, 11, 29, 12, 0, tzinfo=UTC).timestamp()
 MONDAY_9 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC).timestamp()

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from topics.messages import Claimed, Feedback, Release
 from topics.vocabulary import ACTIVITY_TYPES, CLOSING, CONVERSIONS, FIRST_CONTACT, RECYCLING
-from workers.core import sla
+from workers.core import privacy, sla
 from workers.core.context import Context, Effects, State, fingerprint, queue_desk_key, source_label
 from workers.core.lead import remember
+from workers.core.privacy import ERASED, erased_since
 
 # How far a sale has progressed: the closing activities all rank last.
 ACTIVITY_RANK = {
@@ -22,6 +23,7 @@ class SalesFeedback:
     """Handles `Feedback` for the lead it names."""
 
     def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.recorder = ctx.recorder
         self.window = ctx.settings.dedupe_window
         self.recycle_seconds = ctx.settings.recycle_after_days * DAY
@@ -29,7 +31,10 @@ class SalesFeedback:
     def on_activity(self, lead_id: str, act: Feedback, state: State, fx: Effects) -> None:
         kind = act.type
         lead = state.get(lead_id)
-        if lead is None:
+        if erased_since(lead, act.at):  # about a person erased since: dropped
+            self.recorder.erased_event("sales")
+            return
+        if lead is None or lead["state"] == ERASED:
             self.recorder.activity(kind, "unknown_lead")
             return
         key = fingerprint(act.event_id)
@@ -37,6 +42,7 @@ class SalesFeedback:
             self.recorder.activity(kind, "duplicate")
             return
         remember(lead, key, self.window)
+        privacy.touched(self.ctx, state, lead_id, lead, act.at)
         routed_at = lead.get("routed_at")
         rank = ACTIVITY_RANK[kind]
         in_order = routed_at is not None and act.at >= routed_at and rank >= lead.get("rank", 0)

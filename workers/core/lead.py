@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from topics.messages import Assign, Assigned, Handed, Touch, Withdraw
-from workers.core import enrich, identity, publish, qualify, route, score, sla
-from workers.core.context import Context, Effects, State, fingerprint, queue_desk_key, source_label
+from topics.messages import Assign, Assigned, Forget, Handed, Release, Touch, Withdraw
+from workers.core import enrich, identity, privacy, publish, qualify, route, score, sla
+from workers.core.context import (
+    Context,
+    Effects,
+    State,
+    fingerprint,
+    queue_desk_key,
+    source_label,
+    visitor_key,
+)
+from workers.core.privacy import ERASED, erased_since
 from workers.core.visitor import expand_click
 
 # A lead waiting for its queue desk's answer keeps the touches meanwhile (bounded) to publish
@@ -81,12 +90,25 @@ class Lead:
     def on_touch(self, lead_id: str, touch: Touch, state: State, fx: Effects) -> None:
         """The stages in order: dedupe, identity, enrich, score, then by routing state."""
         lead = state.get(lead_id)
-        is_new = lead is None
-        if lead is None:
+        if erased_since(lead, touch.at):  # the person was erased after this event
+            self.recorder.erased_event(touch.channel)
+            anonymous = touch.get("anonymous_id")
+            if anonymous:  # its visitor record, made again on the way here: gone again
+                erasure = Forget(lead_id, lead["erased_at"], "", True)  # type: ignore[index]
+                fx.internal.append((visitor_key(anonymous), erasure))
+            return
+        is_new = lead is None or lead["state"] == ERASED
+        if is_new:
+            # A new lead; after an erasure, it keeps the erasure's time, so an older event
+            # of the person redelivered later cannot bring the erased data back.
+            erased_at = lead.get("erased_at") if lead is not None else None
             lead = new_lead(lead_id)
+            if erased_at is not None:
+                lead["erased_at"] = erased_at
         touches = self._dedupe(lead, touch)
         if not touches:
             return
+        privacy.touched(self.ctx, state, lead_id, lead, touch.at, is_new)
         for t in touches:  # first-touch attribution: the earliest touch, whatever the order
             first = lead.get("first_touch")
             if first is None or t.at < first["at"]:
@@ -122,7 +144,12 @@ class Lead:
         if not touch.prior:
             return [touch]
         seen = lead["seen"]
-        fresh = [(c, k) for c in touch.prior if (k := fingerprint(c["id"])) not in seen]
+        erased_at = lead.get("erased_at") or float("-inf")  # clicks before an erasure: gone
+        fresh = [
+            (c, k)
+            for c in touch.prior
+            if c["at"] > erased_at and (k := fingerprint(c["id"])) not in seen
+        ]
         for _, k in fresh:
             remember(lead, k, self.window)
         return [*(expand_click(c, lead["id"]) for c, _ in fresh), touch]
@@ -181,6 +208,10 @@ class Lead:
     def on_assigned(self, lead_id: str, answer: Assigned, state: State, fx: Effects) -> None:
         lead = state.get(lead_id)
         if lead is None:
+            return
+        if lead["state"] == ERASED:  # erased while its desk chose: the rep has it not
+            if answer.rep is not None:
+                fx.internal.append((queue_desk_key(answer.queue), Release(answer.rep)))
             return
         if lead["state"] == "routed" and (lead.get("routed_at") or 0) >= answer.routed_at:
             return  # an answer given again after a crash, which this lead had kept

@@ -32,7 +32,9 @@ from topics.messages import (
     Assigned,
     Claimed,
     DeskDue,
+    ExpiryDue,
     Feedback,
+    Forget,
     Handed,
     Message,
     Reassign,
@@ -45,11 +47,13 @@ from topics.messages import (
 )
 from topics.public import encode_routed
 from topics.vocabulary import PROCESSING_ERROR
+from workers import erasures
 from workers.core.context import QUEUE_DESK, Context, Effects, Recorder, State, queue_desk_key
 from workers.core.enrich import AccountBook
 from workers.core.feedback import SalesFeedback
 from workers.core.ingest import ingest
 from workers.core.lead import Lead
+from workers.core.privacy import EXPIRY, Privacy
 from workers.core.queue_desk import QueueDesk
 from workers.core.sla import Sla
 from workers.core.visitor import Visitor
@@ -214,6 +218,7 @@ class Topology:
         self.internal_topic = prefix + cat.INTERNAL
         self.input_kinds = {prefix + t: kind for t, kind in cat.INPUT_KINDS.items()}
         self.topic_label = {prefix + t: t for t in cat.INPUT_KINDS}
+        self.erasure_topic = prefix + cat.ERASURES
         self._local: deque[tuple[int, str, Message]] = deque()
         self.reconfigure(config)
 
@@ -228,7 +233,7 @@ class Topology:
         for queue in config.routing.queues:
             self.routed_topics[queue]
         self.desk = desk = QueueDesk(self.ctx)
-        lead, visitor = Lead(self.ctx), Visitor(self.ctx)
+        lead, visitor, privacy = Lead(self.ctx), Visitor(self.ctx), Privacy(self.ctx)
         self.handlers: dict[type, Handler] = {
             Touch: lead.on_touch,
             VisitorTouch: visitor.on_touch,
@@ -242,6 +247,8 @@ class Topology:
             Handed: lead.on_handed,
             Feedback: SalesFeedback(self.ctx).on_activity,
             SlaDue: Sla(self.ctx).on_due,
+            Forget: privacy.on_forget,
+            ExpiryDue: privacy.on_expiry_due,
         }
 
     def wake_desks(self, state_of: Callable[[int], State | None], sink: Sink) -> None:
@@ -293,6 +300,8 @@ class Topology:
         for p, key in due:
             if key.startswith(QUEUE_DESK):
                 message: Message = DeskDue(key[len(QUEUE_DESK) :])
+            elif key.startswith(EXPIRY):
+                message = ExpiryDue(key)
             else:
                 message = SlaDue(key)
             self._handle(p, key, message, state_of, sink, None)
@@ -322,6 +331,8 @@ class Topology:
     ) -> None:
         kind = self.input_kinds.get(topic)
         if kind is None:
+            if topic == self.erasure_topic:
+                self._erasure(record, state_of, sink)
             return
         result = ingest(kind, record.value(), now, self.max_bytes)
         if isinstance(result, Invalid):
@@ -330,6 +341,19 @@ class Topology:
             sink.dead_letter(_letter(record, result.reason, result.detail))
             return
         self._hand_over(*result, state_of, sink)
+
+    def _erasure(self, record: Record, state_of: Callable[[int], State | None], sink: Sink) -> None:
+        """An erasure request (`leadrouter forget`) to the lead's owner; a record that is
+        none goes to dead letters like any bad input."""
+        value = record.value()
+        if value is None:
+            return  # a tombstone: the request stays carried out (its marker is kept)
+        request = erasure_request(value)
+        if isinstance(request, Invalid):
+            self.recorder.invalid(cat.ERASURES, request.reason)
+            sink.dead_letter(_letter(record, request.reason, request.detail))
+            return
+        self._hand_over(request.lead, request, state_of, sink)
 
     def _internal(
         self, record: Record, state_of: Callable[[int], State | None], sink: Sink
@@ -402,6 +426,15 @@ class Topology:
             )
         for due, key in effects.timers:
             sink.set_timer(p, due, key)
+
+
+def erasure_request(value: bytes) -> Forget | Invalid:
+    """The erasure a record on the erasure topic asks for (format 1), or why it is none."""
+    try:
+        lead, erasure = erasures.decode(value)
+    except erasures.NotAnErasure as exc:
+        return Invalid(exc.reason, str(exc))
+    return Forget(lead, erasure.requested_at, erasure.reason, True)
 
 
 def _parked(message: Message) -> bytes:

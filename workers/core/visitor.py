@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from topics.messages import Touch, VisitorTouch
+from workers.core import privacy
 from workers.core.context import Context, Effects, State
 
 MAX_VISITOR_CLICKS = 20
@@ -38,10 +39,15 @@ class Visitor:
     """Handles `VisitorTouch`: keeps anonymous clicks, or joins them to the lead."""
 
     def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.recorder = ctx.recorder
 
     def on_touch(self, key: str, touch: VisitorTouch, state: State, fx: Effects) -> None:
-        visitor = state.get(key) or {"clicks": [], "lead": None}
+        visitor = state.get(key)
+        new = visitor is None
+        if visitor is None:
+            visitor = {"clicks": [], "lead": None}
+        privacy.touched(self.ctx, state, key, visitor, touch.at, new)
         if touch.lead is None:  # an anonymous ad click
             if visitor["lead"] is not None:  # already known: it is the lead's touch
                 lead = visitor["lead"]
@@ -58,6 +64,7 @@ class Visitor:
                         ),
                     )
                 )
+                state.put(key, visitor)  # its latest touch (expiry)
                 return
             if any(c["id"] == touch.event_id for c in visitor["clicks"]):
                 self.recorder.duplicate(touch.channel)

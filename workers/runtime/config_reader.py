@@ -127,12 +127,13 @@ def read_versions(
     return versions, refused
 
 
-def publish(settings: Settings, topic: str, version: str, value: bytes) -> int:
-    """Write one version record and wait until the broker has it: its offset."""
+def publish(settings: Settings, topic: str, key: str, value: bytes) -> int:
+    """Write one record (a version, an erasure request) and wait until the broker has it:
+    its offset."""
     producer = Producer(Clients(settings, "cli").producer(transactional=False))
     delivered: list[Any] = []
     producer.produce(
-        topic, key=version.encode(), value=value, on_delivery=lambda e, m: delivered.append((e, m))
+        topic, key=key.encode(), value=value, on_delivery=lambda e, m: delivered.append((e, m))
     )
     producer.flush(60)
     if not delivered:

@@ -26,6 +26,7 @@ from workers.config_versions import Published
 from workers.connection import instance_id
 from workers.core.context import queue_desk_key
 from workers.core.enrich import AccountBook
+from workers.core.privacy import EXPIRY, idle_before
 from workers.core.queue_desk import waiting_line
 from workers.core.topology import Topology
 from workers.metrics import Health, Metrics, serve
@@ -43,6 +44,10 @@ from workers.settings import Config
 
 log = logging.getLogger("leadrouter.worker")
 MAX_BACKOFF = 30.0
+# Expiry timers are looked up every hundredth of the period, at least every second and at
+# most every minute (the memory store's lookup is a scan), and handled this many a turn.
+EXPIRY_CHECK_AT_MOST = 60.0
+EXPIRIES_PER_TURN = 2000
 
 
 class Worker:
@@ -66,7 +71,7 @@ class Worker:
         prefix = s.kafka.topic_prefix
         self.internal_topic = prefix + cat.INTERNAL
         self.changelog_topic = prefix + cat.CHANGELOG
-        self.input_topics = [prefix + t for t in cat.INPUT_KINDS]
+        self.input_topics = [prefix + t for t in (*cat.INPUT_KINDS, cat.ERASURES)]
         self.clients = Clients(s, instance_id(s))
         self.timers = Timers()
         self.partitions = Partitions(s, self.clients, self.changelog_topic, self.timers)
@@ -81,6 +86,7 @@ class Worker:
         self.rejudge = False  # a switched configuration: desks judge their lines again
         self.follows_published = s.config_source == "published"
         self.switched = False
+        self.next_expiry_check = 0.0
         self.refused_offsets: set[int] = set()  # judged once per process, not per session
         self.metrics.running(config.version, clock(), switched=False)
         self.abandoned = False
@@ -166,7 +172,7 @@ class Worker:
             newer = self.config_reader.newer(self.config.version)
             if newer is not None and self.follows_published:
                 self._switch(*newer)
-            due = self.timers.due(self.clock())
+            due = self.timers.due(self.clock()) + self._expiries()
             if batch or due or (self.rejudge and self.partitions.states):
                 self._process(batch, due)
         self.consumer.close()  # leaves the group now, so partitions move without a timeout
@@ -264,6 +270,25 @@ class Worker:
             self.metrics.batch_size.observe(len(batch))
         self._show_lines()
         settle_garbage()
+
+    # ------------------------------------------------------------------ expiry
+    def _expiries(self) -> list[tuple[int, str]]:
+        """Lead and visitor expiry timers due now, at most EXPIRIES_PER_TURN, looked up in
+        each owned partition's state every few seconds (they are keys ordered by time)."""
+        now = time.monotonic()
+        if now < self.next_expiry_check or not self.topology or not self.topology.ctx.expire_after:
+            return []  # not yet, or expiry turned off
+        period = self.topology.ctx.expire_after
+        self.next_expiry_check = now + min(max(period / 100, 1.0), EXPIRY_CHECK_AT_MOST)
+        end = idle_before(self.clock() - period)
+        due: list[tuple[int, str]] = []
+        for p, state in list(self.partitions.states.items()):
+            keys = state.keys_between(EXPIRY, end, EXPIRIES_PER_TURN - len(due))
+            due += [(p, key) for key in keys]
+            if len(due) >= EXPIRIES_PER_TURN:
+                self.next_expiry_check = now  # more are due: the next turn goes on
+                break
+        return due
 
     # ------------------------------------------------------------------ configuration
     def _switch(self, config: Config, published: Published, *, starting: bool = False) -> None:
