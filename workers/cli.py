@@ -664,7 +664,12 @@ def explain(
     from workers.explain import collect, erased_text, render_json, render_text, topics_for
 
     lead_id, email = lead
-    erasure = read_erasures(config.settings).get(lead_id)
+    from confluent_kafka import KafkaException
+
+    try:
+        erasure = read_erasures(config.settings).get(lead_id)
+    except KafkaException as exc:
+        raise click.ClickException(f"cannot read the erasures: {exc}") from None
     if erasure is not None:  # nothing of the person is read, let alone shown
         click.echo(erased_text(lead_id, erasure), err=True)
         sys.exit(1)
@@ -732,6 +737,7 @@ def report(
     _not_ahead(since)
     _broker(config)
     import orjson
+    from confluent_kafka import KafkaException
 
     from workers import history
     from workers.report import EmptyStretch, build, render_terminal
@@ -742,6 +748,8 @@ def report(
         _unknown_topic(exc)
     except EmptyStretch as exc:
         raise click.UsageError(str(exc)) from None
+    except KafkaException as exc:
+        raise click.ClickException(f"cannot read history from the broker: {exc}") from None
     render_terminal(data)
     if json_file is not None:
         json_file.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
@@ -914,16 +922,18 @@ def forget(lead: tuple[str, str | None], reason: str, config: Config) -> None:
     from confluent_kafka import KafkaException
 
     from topics import catalogue as cat
-    from workers import admin
     from workers.history import moment_text
-    from workers.runtime.config_reader import publish
+    from workers.runtime.config_reader import publish, topic_exists
 
     lead_id, _ = lead
     now = time.time()
     value = {"format": 1, "lead_id": lead_id, "requested_at": round(now, 3), "reason": reason}
     topic = config.settings.kafka.topic_prefix + cat.ERASURES
-    admin.ensure_topics(config)
     try:
+        if not topic_exists(config.settings, topic):
+            # Created by `topics apply` and every worker's start: missing, the prefix (or
+            # the broker) is not the workers'; nothing would read the request.
+            _unknown_topic(f"no topic {topic}")
         publish(config.settings, topic, lead_id, orjson.dumps(value))
     except KafkaException as exc:
         raise click.ClickException(f"nothing requested: {exc}") from None

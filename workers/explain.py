@@ -31,7 +31,7 @@ from workers.settings import Config
 if TYPE_CHECKING:
     from workers.erasures import Erasure
 
-_LEAD_ID = re.compile(r"^ld_[0-9a-f]{8,64}$")
+_LEAD_ID = re.compile(r"^ld_[0-9a-f]{20}$")
 ROUTED_KIND = "routed"
 SALES_KIND = "sales"
 
@@ -44,12 +44,14 @@ def resolve(target: str) -> tuple[str, str | None]:
     """(lead id, e-mail or None): an e-mail becomes its lead id as the worker derives it."""
     text = target.strip()
     if "@" in text:
+        from topics.contracts import normalise_email
         from workers.core.identity import lead_id
 
         local, _, domain = text.partition("@")
-        if not local or "." not in domain:
+        email = normalise_email(text) if local and "." in domain else None
+        if email is None:
             raise NotALead(f"{target!r} is not an e-mail address")
-        return lead_id(text), text.lower()
+        return lead_id(email), email
     if _LEAD_ID.match(text):
         return text, None
     raise NotALead(

@@ -13,6 +13,8 @@ import yaml
 
 from tests.support.desk import Pipeline
 from topics import catalogue as cat
+from topics.messages import Assign, Assigned
+from workers.core import privacy
 from workers.core.identity import lead_id
 from workers.core.privacy import EXPIRY, expiry_key, idle_before
 from workers.core.topology import InputRecord
@@ -184,7 +186,7 @@ def test_an_idle_lead_and_its_visitor_expire_at_their_time(tmp_path) -> None:
     line.now = NOW + 2 * day + 3600
     expire(line)
     assert LEAD in line.state.data, "touched since: kept"
-    assert line.state.data[expiry_key(NOW + day)] == {"keys": [LEAD]}
+    assert line.state.data[expiry_key(NOW + day)]["keys"] == [LEAD]
     assert "v:v-ana" not in line.state.data, "the visitor, idle since the form, expired"
     assert line.facts.counts[("expired", "visitor")] == 1
     line.now = NOW + 3 * day - 1
@@ -232,3 +234,77 @@ def test_a_shorter_period_applies_to_every_record_at_once(tmp_path) -> None:
     line.topology.reconfigure(config(tmp_path / "week", expire_days=7))
     expire(line)
     assert LEAD not in line.state.data and line.facts.counts[("expired", "lead")] == 1
+
+
+def test_many_records_in_one_second_share_timers_no_larger_than_a_chunk(
+    tmp_path, monkeypatch
+) -> None:
+    """A bulk import with one event time: timer records stay small (Kafka refuses records
+    over 1 MB), and every record still expires."""
+    monkeypatch.setattr(privacy, "CHUNK", 3)
+    line = Pipeline(config(tmp_path, expire_days=1), NOW)
+    for n in range(8):
+        event = form(n, NOW) | {"email": f"p{n}@acme-corp.com", "anonymous_id": None}
+        line.send("form_fill", event)
+    timers = {k: v for k, v in line.state.data.items() if k.startswith(EXPIRY)}
+    assert max(len(v["keys"]) for v in timers.values()) <= 3 and len(timers) == 3
+    line.now = NOW + 86400
+    expire(line)
+    assert line.facts.counts[("expired", "lead")] == 8
+    assert not any(k.startswith(EXPIRY) for k in line.state.data)
+    assert not any(k.startswith("ld_") for k in line.state.data)
+
+
+def test_an_answer_in_flight_is_not_written_into_the_lead_begun_after_the_erasure(
+    tmp_path,
+) -> None:
+    line = Pipeline(config(tmp_path), NOW)
+    answers = []
+    line.topology.handlers[Assign] = lambda key, msg, state, fx: answers.append(msg)
+    line.send("form_fill", form(1, NOW))  # pending: its desk has not answered
+    forget(line, NOW + 10)
+    line.send(
+        "email_event",
+        {"event_id": "e9", "occurred_at": iso(NOW + 20), "email": EMAIL, "type": "open"},
+    )
+    assert line.state.data[LEAD]["state"] == "new"
+    effects = line.handle(
+        LEAD, Assigned("fast-lane", "ana.silva", "fast-lane", "round_robin", NOW, NOW + 300, "f1")
+    )
+    assert line.state.data[LEAD]["state"] == "new" and "rep" not in line.state.data[LEAD]
+    assert [type(m).__name__ for _, m in effects.internal] == ["Release"]
+    assert [a.lead for a in answers] == [LEAD]  # the request that answer was for
+
+
+def test_a_click_through_a_visitor_linked_before_the_erasure_does_not_start_them_again(
+    tmp_path,
+) -> None:
+    line = Pipeline(config(tmp_path), NOW)
+    line.send("form_fill", form(1, NOW))  # links v-ana to the lead
+    line.now = NOW + 10
+    forget(line, NOW + 10)
+    line.state.data["v:v-ana"] = {"clicks": [], "lead": LEAD}  # a link the fan-out missed
+    line.now = NOW + 20
+    line.send("ad_click", click(2, NOW + 20))
+    assert line.state.data[LEAD]["state"] == "erased" and "v:v-ana" not in line.state.data
+    assert line.facts.counts[("erased_event", "ad")] == 1
+
+
+def test_records_made_while_expiry_was_off_get_a_timer_when_it_is_on(tmp_path) -> None:
+    line = Pipeline(config(tmp_path, expire_days=0), NOW)
+    line.send("form_fill", form(1, NOW))
+    line.topology.reconfigure(config(tmp_path / "on", expire_days=1))
+    line.now = NOW + 60
+    line.send(
+        "email_event",
+        {"event_id": "e1", "occurred_at": iso(NOW + 60), "email": EMAIL, "type": "open"},
+    )
+    assert line.state.data[expiry_key(NOW + 60)]["keys"] == [LEAD]
+
+
+def test_an_erasure_redelivered_is_carried_out_and_counted_once(tmp_path) -> None:
+    line = Pipeline(config(tmp_path), NOW)
+    line.send("form_fill", form(1, NOW))
+    forget(line, NOW + 10)
+    forget(line, NOW + 10)
+    assert line.facts.counts[("erasure",)] == 1

@@ -42,7 +42,7 @@ class SalesFeedback:
             self.recorder.activity(kind, "duplicate")
             return
         remember(lead, key, self.window)
-        privacy.touched(self.ctx, state, lead_id, lead, act.at)
+        privacy.touched(self.ctx, state, lead_id, lead, max(act.at, act.ingested))
         routed_at = lead.get("routed_at")
         rank = ACTIVITY_RANK[kind]
         in_order = routed_at is not None and act.at >= routed_at and rank >= lead.get("rank", 0)

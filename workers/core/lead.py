@@ -90,7 +90,11 @@ class Lead:
     def on_touch(self, lead_id: str, touch: Touch, state: State, fx: Effects) -> None:
         """The stages in order: dedupe, identity, enrich, score, then by routing state."""
         lead = state.get(lead_id)
-        if erased_since(lead, touch.at):  # the person was erased after this event
+        if erased_since(lead, touch.at) or (
+            # An anonymous click forwarded by a visitor record linked before the erasure:
+            # it does not name the person, so it cannot start them again.
+            lead is not None and lead["state"] == ERASED and not touch.get("email")
+        ):
             self.recorder.erased_event(touch.channel)
             anonymous = touch.get("anonymous_id")
             if anonymous:  # its visitor record, made again on the way here: gone again
@@ -108,7 +112,7 @@ class Lead:
         touches = self._dedupe(lead, touch)
         if not touches:
             return
-        privacy.touched(self.ctx, state, lead_id, lead, touch.at, is_new)
+        privacy.touched(self.ctx, state, lead_id, lead, max(touch.at, touch.ingested), is_new)
         for t in touches:  # first-touch attribution: the earliest touch, whatever the order
             first = lead.get("first_touch")
             if first is None or t.at < first["at"]:
@@ -207,9 +211,9 @@ class Lead:
 
     def on_assigned(self, lead_id: str, answer: Assigned, state: State, fx: Effects) -> None:
         lead = state.get(lead_id)
-        if lead is None:
-            return
-        if lead["state"] == ERASED:  # erased while its desk chose: the rep has it not
+        if lead is None or lead["state"] in (ERASED, "new"):
+            # Erased or expired while its desk chose, or a lead begun again since: the rep
+            # does not have it.
             if answer.rep is not None:
                 fx.internal.append((queue_desk_key(answer.queue), Release(answer.rep)))
             return

@@ -32,6 +32,7 @@ ERASED = "erased"
 EXPIRY = "x:"
 _DUE_DIGITS = 12
 DAY = 86400.0
+CHUNK = 1000  # keys in one timer record: about 30 KB
 
 
 def expiry_key(idle_since: float) -> str:
@@ -68,42 +69,54 @@ def last_active(value: dict[str, Any]) -> float:
 
 
 def touched(
-    ctx: Context, state: State, key: str, value: dict[str, Any], at: float, new: bool = False
+    ctx: Context, state: State, key: str, value: dict[str, Any], seen: float, new: bool = False
 ) -> None:
-    """A lead or visitor was touched at `at` (event time): its expiry timer is set the
-    first time (a `new` record, or one from before expiry existed), else moved lazily."""
-    if "active" not in value:
-        if ctx.expire_after:
-            _arm(state, key, value, at if new else max(at, last_active(value)))
-        value["active"] = at
-    elif at > value["active"]:
-        value["active"] = at
+    """A lead or visitor was touched at `seen`: when the worker took the event in, or the
+    event's time if later (a backfilled old event does not make a fresh record look idle).
+    Its expiry timer is set the first time expiry finds it untimed (a `new` record, one from
+    before expiry existed or from while it was off), else moved lazily."""
+    if ctx.expire_after and "idle_since" not in value:
+        _arm(state, key, value, seen if new else max(seen, last_active(value)))
+    active = value.get("active")
+    if active is None or seen > active:
+        value["active"] = seen
 
 
 def _arm(state: State, key: str, value: dict[str, Any], idle_since: float) -> None:
-    """The record joins its second's timer; the second is kept in the record (to leave the
-    timer with it)."""
+    """The record joins its second's timer, `x:<second>`: a head listing up to CHUNK keys;
+    a full head's keys move to a chunk `x:<second>:<its first key>`, named in the head, so no
+    timer record outgrows CHUNK keys (Kafka refuses records over 1 MB) whatever arrives in
+    one second. The second is kept in the record (to leave the timer with it)."""
     second = value["idle_since"] = int(idle_since)
-    timer_key = expiry_key(second)
-    timer = state.get(timer_key)
-    if timer is None:
-        state.put(timer_key, {"keys": [key]})
-    else:
-        timer["keys"].append(key)
-        state.put(timer_key, timer)
+    head_key = expiry_key(second)
+    head = state.get(head_key)
+    if head is None:
+        state.put(head_key, {"keys": [key], "chunks": []})
+        return
+    keys = head["keys"]
+    keys.append(key)
+    if len(keys) >= CHUNK:
+        chunk = f"{head_key}:{keys[0]}"
+        state.put(chunk, {"keys": keys})
+        head["keys"] = []
+        head.setdefault("chunks", []).append(chunk)
+    state.put(head_key, head)
 
 
 def _disarm(state: State, key: str, value: dict[str, Any]) -> None:
+    """The record leaves its second's timer (erased or removed before it came due)."""
     if value.get("idle_since") is None:
         return
-    timer_key = expiry_key(value["idle_since"])
-    timer = state.get(timer_key)
-    if timer is not None and key in timer["keys"]:
-        timer["keys"].remove(key)
-        if timer["keys"]:
+    head_key = expiry_key(value["idle_since"])
+    head = state.get(head_key)
+    if head is None:
+        return
+    for timer_key in (head_key, *head.get("chunks", ())):
+        timer = head if timer_key == head_key else state.get(timer_key)
+        if timer is not None and key in timer["keys"]:
+            timer["keys"].remove(key)
             state.put(timer_key, timer)
-        else:
-            state.delete(timer_key)
+            return
 
 
 class Privacy:
@@ -119,6 +132,8 @@ class Privacy:
             if visitor is not None:
                 _disarm(state, key, visitor)
                 state.delete(key)
+                if not request.erase:
+                    self.recorder.expired("visitor")  # with its lead: counted once, here
             return
         if key.startswith(QUEUE_DESK):
             desk = state.get(key)
@@ -127,7 +142,10 @@ class Privacy:
                 desk["waiting"] = [e for e in line if e[0] != request.lead]  # type: ignore[index]
                 state.put(key, desk)  # type: ignore[arg-type]
             return
-        self._remove(key, state.get(key), request, state, fx)
+        lead = state.get(key)
+        if request.erase and (lead or {}).get("erased_at", -1.0) >= request.at:
+            return  # this erasure (or a later one) was carried out already: a redelivery
+        self._remove(key, lead, request, state, fx)
         if request.erase:
             self.recorder.erasure()
 
@@ -135,10 +153,10 @@ class Privacy:
         """A second's timer came due: each record in it that is still idle is removed; one
         touched since joins the timer of its latest touch."""
         timer = state.get(key)
-        state.delete(key)
         period = self.ctx.expire_after
         if timer is None or not period:
             return  # handled already, or expiry turned off (the records stay)
+        state.delete(key)  # a head's chunks are timers of their own, due with it
         now = self.ctx.clock()
         for target in timer["keys"]:
             value = state.get(target)
@@ -173,10 +191,11 @@ class Privacy:
                 fx.internal.append((visitor_key_of(anonymous), request))
             queue = lead.get("queue")
             if queue is not None:
-                desk = queue_desk_key(queue)
-                fx.internal.append((desk, request))  # its place in the waiting line
+                # Its place in a waiting line: its queue's, or one it was escalated to.
+                for desk_queue in {queue, *self.ctx.routing.queues}:
+                    fx.internal.append((queue_desk_key(desk_queue), request))
                 if lead.get("rep") is not None and not lead.get("closed"):
-                    fx.internal.append((desk, Release(lead["rep"])))  # its rep's open load
+                    fx.internal.append((queue_desk_key(queue), Release(lead["rep"])))
             sla.stop(lead_id, state)
             _disarm(state, lead_id, lead)
         if erased_at is not None:

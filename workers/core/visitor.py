@@ -47,7 +47,7 @@ class Visitor:
         new = visitor is None
         if visitor is None:
             visitor = {"clicks": [], "lead": None}
-        privacy.touched(self.ctx, state, key, visitor, touch.at, new)
+        privacy.touched(self.ctx, state, key, visitor, max(touch.at, touch.ingested), new)
         if touch.lead is None:  # an anonymous ad click
             if visitor["lead"] is not None:  # already known: it is the lead's touch
                 lead = visitor["lead"]

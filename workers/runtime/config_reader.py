@@ -142,3 +142,12 @@ def publish(settings: Settings, topic: str, key: str, value: bytes) -> int:
     if error is not None:
         raise KafkaException(error)
     return int(msg.offset())
+
+
+def topic_exists(settings: Settings, topic: str) -> bool:
+    """Whether the broker has `topic` (asked without creating it)."""
+    from confluent_kafka.admin import AdminClient
+
+    conf = {k: v for k, v in Clients(settings, "cli").base.items() if k != "logger"}
+    found = AdminClient(conf).list_topics(topic, timeout=30).topics.get(topic)
+    return found is not None and found.error is None

@@ -45,9 +45,11 @@ from workers.settings import Config
 log = logging.getLogger("leadrouter.worker")
 MAX_BACKOFF = 30.0
 # Expiry timers are looked up every hundredth of the period, at least every second and at
-# most every minute (the memory store's lookup is a scan), and handled this many a turn.
+# most every minute (the memory store's lookup is a scan); a look takes this many timers
+# per partition, and a turn of the loop handles this many (each up to CHUNK records).
 EXPIRY_CHECK_AT_MOST = 60.0
-EXPIRIES_PER_TURN = 2000
+TIMERS_PER_LOOK = 200
+TIMERS_PER_TURN = 5
 
 
 class Worker:
@@ -87,6 +89,7 @@ class Worker:
         self.follows_published = s.config_source == "published"
         self.switched = False
         self.next_expiry_check = 0.0
+        self.expiry_backlog: list[tuple[int, str]] = []
         self.refused_offsets: set[int] = set()  # judged once per process, not per session
         self.metrics.running(config.version, clock(), switched=False)
         self.abandoned = False
@@ -273,21 +276,25 @@ class Worker:
 
     # ------------------------------------------------------------------ expiry
     def _expiries(self) -> list[tuple[int, str]]:
-        """Lead and visitor expiry timers due now, at most EXPIRIES_PER_TURN, looked up in
-        each owned partition's state every few seconds (they are keys ordered by time)."""
-        now = time.monotonic()
-        if now < self.next_expiry_check or not self.topology or not self.topology.ctx.expire_after:
-            return []  # not yet, or expiry turned off
-        period = self.topology.ctx.expire_after
-        self.next_expiry_check = now + min(max(period / 100, 1.0), EXPIRY_CHECK_AT_MOST)
-        end = idle_before(self.clock() - period)
-        due: list[tuple[int, str]] = []
-        for p, state in list(self.partitions.states.items()):
-            keys = state.keys_between(EXPIRY, end, EXPIRIES_PER_TURN - len(due))
-            due += [(p, key) for key in keys]
-            if len(due) >= EXPIRIES_PER_TURN:
-                self.next_expiry_check = now  # more are due: the next turn goes on
-                break
+        """Expiry timers due now (a second's records idle longer than the period), at most
+        TIMERS_PER_TURN (each up to CHUNK records), found by looking at each owned
+        partition's timer keys every hundredth of the period (at least every second, at
+        most every minute: the memory store's lookup is a scan). A backlog found by one
+        look is handed out over the next turns before looking again."""
+        topology = self.topology
+        if not self.expiry_backlog:
+            now = time.monotonic()
+            if now < self.next_expiry_check or not topology or not topology.ctx.expire_after:
+                return []  # not yet, or expiry turned off
+            period = topology.ctx.expire_after
+            self.next_expiry_check = now + min(max(period / 100, 1.0), EXPIRY_CHECK_AT_MOST)
+            end = idle_before(self.clock() - period)
+            for p, state in list(self.partitions.states.items()):
+                keys = state.keys_between(EXPIRY, end, TIMERS_PER_LOOK)
+                self.expiry_backlog += [(p, key) for key in keys]
+        owned = self.partitions.states
+        due = [(p, k) for p, k in self.expiry_backlog[:TIMERS_PER_TURN] if p in owned]
+        del self.expiry_backlog[:TIMERS_PER_TURN]
         return due
 
     # ------------------------------------------------------------------ configuration
