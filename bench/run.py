@@ -637,16 +637,7 @@ def run_million(ctx: Context) -> dict[str, Any]:
         raise RuntimeError("million-lead pre-load not delivered")
     ctx.say(f"{name}: loaded ({size / count:.0f} B/event); starting one rocksdb worker")
     data_dir = ctx.work / "data" / name
-    worker = procs.LeadrouterProc(
-        name,
-        ctx.bootstrap,
-        ctx.config_dir,
-        data_dir,
-        prefix=prefix,
-        group=f"{prefix}group",
-        store="rocksdb",
-        log=ctx.log(name),
-    )
+    worker = _rocksdb_worker(ctx, name, prefix, data_dir)
     result: dict[str, Any] = {"leads": count, "avg_event_bytes": round(size / count, 1)}
     try:
         worker.start()
@@ -678,22 +669,30 @@ def run_million(ctx: Context) -> dict[str, Any]:
     return result
 
 
-def _expire_all(ctx: Context, name: str, prefix: str, data_dir: Path, count: int) -> dict[str, Any]:
-    """The same worker and data directory with a period of seconds: every lead idle, so
-    every one expires by its timer; the data directory before and after."""
-    period = ctx.args.expiry_seconds
-    before = measure.dir_bytes(data_dir)
-    worker = procs.LeadrouterProc(
-        f"{name}-expiry",
+def _rocksdb_worker(
+    ctx: Context, name: str, prefix: str, data_dir: Path, env: dict[str, str] | None = None
+) -> procs.LeadrouterProc:
+    """The million-lead run's worker: one process, the RocksDB store in `data_dir`."""
+    return procs.LeadrouterProc(
+        name,
         ctx.bootstrap,
         ctx.config_dir,
         data_dir,
         prefix=prefix,
         group=f"{prefix}group",
         store="rocksdb",
-        log=ctx.log(f"{name}-expiry"),
-        extra_env={"LEADROUTER_EXPIRE_AFTER_DAYS": str(period / 86400)},
+        log=ctx.log(name),
+        extra_env=env,
     )
+
+
+def _expire_all(ctx: Context, name: str, prefix: str, data_dir: Path, count: int) -> dict[str, Any]:
+    """The same worker and data directory with a period of seconds: every lead idle, so
+    every one expires by its timer; the data directory before and after."""
+    period = ctx.args.expiry_seconds
+    before = measure.dir_bytes(data_dir)
+    expire = {"LEADROUTER_EXPIRE_AFTER_DAYS": str(period / 86400)}
+    worker = _rocksdb_worker(ctx, f"{name}-expiry", prefix, data_dir, expire)
     ctx.say(f"{name}: expiry after {period:.0f} s idle: restarting the worker")
     out: dict[str, Any] = {"period_s": period, "data_dir_mib_before": round(before / 2**20, 1)}
     try:

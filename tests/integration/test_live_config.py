@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -19,6 +18,7 @@ from kafka import KafkaProducer
 
 from tests.integration.test_pipeline import ROUTED, form
 from tests.support.metrics import scrape, value
+from tests.support.traffic import SteadyForms
 from tests.support.worker import LEADROUTER, patience, wait_until
 from topics import catalogue as cat
 from workers.settings import load_config
@@ -79,34 +79,6 @@ def routed(lane, what: str, until) -> list[dict]:
     return [orjson.loads(r.value) for r in found]
 
 
-class Traffic:
-    """Demo requests (fast lane) at a steady pace until stopped: the switch happens under
-    traffic, not in a quiet moment."""
-
-    def __init__(self, lane, tag: str, every: float = 0.1) -> None:
-        self.lane, self.tag, self.every = lane, tag, every
-        self.sent = 0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.done.wait(self.every):
-            email = f"{self.tag}{self.sent}@acme-corp.com"
-            self.lane.topics.send(cat.FORM_FILLS, form(email, "demo-request"))
-            self.sent += 1
-            if self.sent % 10 == 0:
-                self.lane.topics.flush()
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
-        self.lane.topics.flush()
-
-
 def test_a_worker_under_traffic_switches_to_a_published_version(lane, started):
     local = load_config(lane.config_dir, env={}).version
     first = leadrouter(lane, "config", "publish", str(lane.config_dir), "--note", "as deployed")
@@ -116,7 +88,8 @@ def test_a_worker_under_traffic_switches_to_a_published_version(lane, started):
     leave = variant(lane, "leave", on_leave)
     candidate = load_config(leave, env={}).version
     assert candidate != local
-    with Traffic(lane, "before") as traffic:
+    demo_request = lambda n: form(f"before{n}@acme-corp.com", "demo-request")  # noqa: E731
+    with SteadyForms(lane, demo_request) as traffic:
         wait_until(lambda: traffic.sent >= 40, patience(30), "traffic under way")
         leadrouter(lane, "config", "publish", leave, "--note", f"{ON_LEAVE} on leave")
         wait_until(lambda: running(worker) == candidate, patience(30), "the switch")

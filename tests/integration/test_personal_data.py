@@ -6,7 +6,6 @@ rebalance change nothing of that; an idle lead expires at its time."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from tests.integration.test_live_config import leadrouter
 from tests.integration.test_pipeline import ROUTED
 from tests.support.metrics import scrape, value
+from tests.support.traffic import SteadyForms
 from tests.support.worker import patience, wait_until
 from topics import catalogue as cat
 from workers.core.identity import lead_id
@@ -54,33 +54,13 @@ def names_ana(raw: bytes | None) -> list[str]:
     return [p for p in PERSONAL if p in text]
 
 
-class Others:
-    """Other people's demo requests at a steady pace: the erasure happens under traffic, and
-    the changelog keeps getting records (its segments roll, so compaction can run)."""
-
-    def __init__(self, lane) -> None:
-        self.lane, self.sent = lane, 0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.done.wait(0.1):
-            form = ana(f"other-{self.sent}", time.time())
-            form.update(email=f"other{self.sent}@globex.com", anonymous_id=None, phone=None)
-            form.update(first_name="Other", last_name="Person", job_title="Engineer")
-            self.lane.topics.send(cat.FORM_FILLS, form)
-            self.sent += 1
-            if self.sent % 10 == 0:
-                self.lane.topics.flush()
-
-    def __enter__(self) -> Others:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
-        self.lane.topics.flush()
+def someone_else(n: int) -> dict:
+    """Another person's demo request: traffic beside Ana's, which keeps the changelog growing
+    (its segments roll, so compaction can run)."""
+    form = ana(f"other-{n}", time.time())
+    form.update(email=f"other{n}@globex.com", anonymous_id=None, phone=None)
+    form.update(first_name="Other", last_name="Person", job_title="Engineer")
+    return form
 
 
 def compact_quickly(lane) -> None:
@@ -144,7 +124,7 @@ def metric(worker, name: str, **labels: str) -> float:
 def test_an_erased_lead_leaves_nothing_and_cannot_come_back(lane, started):
     compact_quickly(lane)
     worker = started()
-    with Others(lane):
+    with SteadyForms(lane, someone_else):
         routed_at = time.time()
         lane.topics.send(cat.FORM_FILLS, ana("ana-1", routed_at))
         lane.topics.flush()
