@@ -192,7 +192,7 @@ class Privacy:
             queue = lead.get("queue")
             if queue is not None:
                 # Its place in a waiting line: its queue's, or one it was escalated to.
-                for desk_queue in {queue, *self.ctx.routing.queues}:
+                for desk_queue in dict.fromkeys([queue, *self.ctx.routing.queues]):
                     fx.internal.append((queue_desk_key(desk_queue), request))
                 if lead.get("rep") is not None and not lead.get("closed"):
                     fx.internal.append((queue_desk_key(queue), Release(lead["rep"])))
