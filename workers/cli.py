@@ -403,11 +403,16 @@ def config_publish(directory: str | None, note: str, again: str | None) -> None:
     import socket
     import time
 
+    from kafka.errors import KafkaError as KafkaPythonError
+
     from topics import catalogue as cat
     from workers import admin, config_versions
     from workers.runtime.config_reader import publish
 
-    admin.ensure_topics(config)  # the configuration topic, and the new version's queues'
+    try:
+        admin.ensure_topics(config)  # the configuration topic, and the new version's queues'
+    except KafkaPythonError as exc:
+        raise click.ClickException(f"nothing published: {exc!r}") from None
     versions, refused = _published(config)
     try:
         user = getpass.getuser()
