@@ -660,12 +660,14 @@ class Replay:
                 # Never shown, even as a new lead after the erasure: counted above only.
                 if len(changed) < sample and lead_id not in erased:
                     changed.append((lead_id, a, b, diff))
+        # The contract's six top-level keys only; the events of erased people left out of
+        # the input are the same for both configurations, told with each.
+        erased = {"erased_events_left_out": self.facts.erased}
         return {
             "events": self.facts.events,
-            "erased_events_left_out": self.facts.erased,
             "leads": seen[0],
-            "baseline": self._side(base, seen[0], mqls[0]),
-            "candidate": self._side(cand, seen[1], mqls[1]),
+            "baseline": {**self._side(base, seen[0], mqls[0]), **erased},
+            "candidate": {**self._side(cand, seen[1], mqls[1]), **erased},
             "changed_count": changed_count,
             "changed": [self._changed(*c) for c in changed],
         }
@@ -831,7 +833,7 @@ def render_summary(report: dict[str, Any], facts: Facts, since: float, until: fl
     """The report as a person reads it in a terminal."""
     base, cand = report["baseline"], report["candidate"]
     topics = ", ".join(f"{t} {_n(n)}" for t, n in sorted(facts.per_topic.items()))
-    erased = report.get("erased_events_left_out") or 0
+    erased = base.get("erased_events_left_out") or 0
     lines = [
         f"replay {moment_text(since)} .. {moment_text(until)}: {_n(report['events'])} events "
         f"({topics}), {_n(report['leads'])} leads"

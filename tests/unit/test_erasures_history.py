@@ -354,7 +354,7 @@ def test_replay_leaves_out_an_erased_persons_events_from_before_the_erasure(base
     ]
     erasures = {lead_id(sam): Erasure(erased_at, REASON)}
     report, rp = run(base, base, records, START + 600, erasures=erasures)
-    assert report["erased_events_left_out"] == 5
+    assert report["baseline"]["erased_events_left_out"] == 5
     assert report["events"] == 2  # the anonymous click and kim's form fill
     assert rp.facts.per_topic == {cat.AD_CLICKS: 1, cat.FORM_FILLS: 1}
     side = rp.sides[0]
@@ -362,7 +362,7 @@ def test_replay_leaves_out_an_erased_persons_events_from_before_the_erasure(base
     assert report["leads"] == 1 and report["baseline"]["routed"] == 1  # kim
     # Without the erasure, sam is routed (the fast lane: a demo request).
     plain, _ = run(base, base, records, START + 600)
-    assert plain["erased_events_left_out"] == 0 and plain["events"] == 7
+    assert plain["baseline"]["erased_events_left_out"] == 0 and plain["events"] == 7
     assert plain["leads"] == 2 and plain["baseline"]["routed"] == 2
 
 
@@ -380,7 +380,7 @@ def test_a_person_who_came_back_after_the_erasure_is_a_new_lead(base) -> None:
     records = [form_fill(sam, START, "f-1"), form_fill(sam, START + 200, "f-2")]
     erasures = {lead_id(sam): Erasure(START + 100, REASON)}
     report, rp = run(base, base, records, START + 600, erasures=erasures)
-    assert report["erased_events_left_out"] == 1 and report["events"] == 1
+    assert report["baseline"]["erased_events_left_out"] == 1 and report["events"] == 1
     routings = rp.sides[0].routings.get(lead_id(sam))
     assert routings and {r["trigger_event_id"] for r in routings} == {"f-2"}
 
@@ -400,13 +400,13 @@ def test_the_changed_sample_never_shows_an_erased_person(tmp_path: Path) -> None
     gone = first["lead_id"]
     # Erased after the stretch: all of the person's events are left out.
     after = changed_sample(base_dir, tmp_path / "2", {gone: Erasure(START + 3600, REASON)})
-    assert after["erased_events_left_out"] > 0
-    assert after["events"] == plain["events"] - after["erased_events_left_out"]
+    assert after["baseline"]["erased_events_left_out"] > 0
+    assert after["events"] == plain["events"] - after["baseline"]["erased_events_left_out"]
     assert gone not in {e["lead_id"] for e in after["changed"]}
     # Erased before the stretch: every event is a new lead's, replayed and counted, but the
     # person is still never shown.
     before = changed_sample(base_dir, tmp_path / "3", {gone: Erasure(START - 3600, REASON)})
-    assert before["erased_events_left_out"] == 0 and before["events"] == plain["events"]
+    assert before["baseline"]["erased_events_left_out"] == 0 and before["events"] == plain["events"]
     assert before["changed_count"] == plain["changed_count"]
     assert [e["lead_id"] for e in before["changed"]] == [
         e["lead_id"] for e in plain["changed"] if e["lead_id"] != gone
@@ -425,7 +425,7 @@ def test_replayed_reads_the_erasures(base, monkeypatch) -> None:
     monkeypatch.setattr(er, "read_erasures", lambda s: {lead_id(sam): Erasure(START, REASON)})
     with replay_mod.replayed(base, base, START, START + 60) as rp:
         report = rp.report()
-    assert report["erased_events_left_out"] == 1 and report["events"] == 1
+    assert report["baseline"]["erased_events_left_out"] == 1 and report["events"] == 1
     summary = replay_mod.render_summary(report, rp.facts, START, START + 60)
     assert "1 events of erased people left out" in summary
     # Nothing but an erased person's events: nothing to replay, said so.

@@ -42,7 +42,6 @@ from workers.simulate import Traffic
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = [
     "events",
-    "erased_events_left_out",
     "leads",
     "baseline",
     "candidate",
