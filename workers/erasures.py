@@ -25,7 +25,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,12 +33,12 @@ from typing import Any
 import orjson
 
 from topics import catalogue as cat
+from workers.core.identity import LEAD_ID
 from workers.settings import Settings
 
 log = logging.getLogger("leadrouter.erasures")
 
 FORMAT = 1
-LEAD_ID = re.compile(r"ld_[0-9a-f]{20}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ Nothing at the top of this module imports a Kafka client (the CLI loads it lazil
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,13 +24,13 @@ import orjson
 from topics import catalogue as cat
 from topics.vocabulary import ACTIVITY_TYPES, FIRST_CONTACT
 from workers.core.context import iso
+from workers.core.identity import LEAD_ID, lead_id
 from workers.history import moment_text, record_time
 from workers.settings import Config
 
 if TYPE_CHECKING:
     from workers.erasures import Erasure
 
-_LEAD_ID = re.compile(r"^ld_[0-9a-f]{20}$")
 ROUTED_KIND = "routed"
 SALES_KIND = "sales"
 
@@ -45,14 +44,13 @@ def resolve(target: str) -> tuple[str, str | None]:
     text = target.strip()
     if "@" in text:
         from topics.contracts import normalise_email
-        from workers.core.identity import lead_id
 
         local, _, domain = text.partition("@")
         email = normalise_email(text) if local and "." in domain else None
         if email is None:
             raise NotALead(f"{target!r} is not an e-mail address")
         return lead_id(email), email
-    if _LEAD_ID.match(text):
+    if LEAD_ID.fullmatch(text):
         return text, None
     raise NotALead(
         f"{target!r} is neither an e-mail address nor a lead id: give the address the lead "

@@ -22,6 +22,10 @@ _PUNCTUATION = re.compile(r"[^\w\s]+", re.UNICODE)
 _SPACES = re.compile(r"\s+")
 
 
+# What `lead_id` makes: "ld_" and the 10-byte digest in hex.
+LEAD_ID = re.compile(r"ld_[0-9a-f]{20}")
+
+
 @lru_cache(maxsize=131072)
 def lead_id(email: str) -> str:
     """Deterministic id of a person from the normalised (trimmed, lower-cased) address."""
