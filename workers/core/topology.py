@@ -177,8 +177,8 @@ class RoutedTopics(dict[str, str]):
     """Queue -> its routed topic. A lead routed to a queue a later version removed still
     has its activity and reassignment published on that queue's topic (it exists)."""
 
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
+    def __init__(self, prefix: str, queues: Iterable[str]) -> None:
+        super().__init__((q, prefix + cat.routed_topic(q)) for q in queues)
         self.prefix = prefix
 
     def __missing__(self, queue: str) -> str:
@@ -229,9 +229,7 @@ class Topology:
         self.config = config
         self.version = config.version
         self.ctx = Context(config, self.accounts, self.recorder, self.clock)
-        self.routed_topics = RoutedTopics(config.settings.kafka.topic_prefix)
-        for queue in config.routing.queues:
-            self.routed_topics[queue]
+        self.routed_topics = RoutedTopics(config.settings.kafka.topic_prefix, config.routing.queues)
         self.desk = desk = QueueDesk(self.ctx)
         lead, visitor, privacy = Lead(self.ctx), Visitor(self.ctx), Privacy(self.ctx)
         self.handlers: dict[type, Handler] = {
