@@ -74,7 +74,10 @@ class FakeConsumer:
             self.clock.now += timeout
         for m in out:
             if m.error() is None:
-                self.positions[(m.topic(), m.partition())] = m.offset() + 1
+                where = (m.topic(), m.partition())
+                self.positions[where] = m.offset() + 1
+                if self.high.get(where) == OFFSET_INVALID:  # learnt from the fetch
+                    self.high[where] = m.offset() + 1
         return out
 
     def poll(self, timeout: float) -> Msg | None:
@@ -282,3 +285,14 @@ def test_clicks_seen_in_earlier_batches_count(clock):
     records, _ = chosen.next_batch()
     assert order(records) == [(FORMS, 40)]
     assert consumer.consumes() == 2 and clock.now == 1000.0
+
+
+def test_after_an_assignment_an_end_not_known_yet_is_waited_for(clock):
+    # A restart with a backlog: the click partition has not been fetched yet, so neither
+    # its position nor its end is known; its click (sent before the form) is the next fetch.
+    consumer = FakeConsumer(clock, [form(40, ts=8000)], [], [click(6, ts=7990)])
+    consumer.assigned = [(CLICKS, 0)]
+    consumer.high[(CLICKS, 0)] = OFFSET_INVALID
+    records, _ = select(consumer).next_batch()
+    assert order(records) == [(CLICKS, 6), (FORMS, 40)]
+    assert clock.now - 1000.0 < CLICK_WAIT

@@ -4,8 +4,9 @@ A batch is whatever the consumer has ready; when nothing is, it waits briefly fo
 record only, so a quiet stream is not held back by a batch that never fills. Partitions
 arrive in no particular order across topics, so before a form fill that names an anonymous
 visitor is handled, the ad-click partitions are read up to the form's send time (bounded by
-CLICK_WAIT), and the batch is handled in send-time order: an ad click goes ahead of the form
-fill that followed it, and gives the lead its first touch.
+CLICK_WAIT; an end not known yet, as after a restart, is waited for), and the batch is
+handled in send-time order: an ad click goes ahead of the form fill that followed it, and
+gives the lead its first touch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, Message
 
-CLICK_WAIT = 0.25
+# At most this long for the ad clicks before a form that names a visitor: after a restart
+# the click partitions' first fetch (offsets, then records) can take a few hundred ms.
+CLICK_WAIT = 1.0
 FIRST_RECORD_WAIT = 0.1
 VISITOR_FIELD = b'"anonymous_id"'
 
@@ -114,8 +117,9 @@ class Selection:
             return True
         for tp in consumer.position(tps):
             _, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
-            if high <= 0 or (tp.offset >= 0 and tp.offset >= high):
+            if high == 0 or (tp.offset >= 0 and tp.offset >= high >= 0):
                 continue  # nothing more to read there
+            # (an end not known yet, as just after an assignment, is not an end: wait)
             if self.click_seen.get(tp.partition, 0) >= since:
                 continue
             return False
