@@ -87,8 +87,18 @@ def crash_run(
     traffic.stop()
     timers_run_out(timers_from, timers_for)
     wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=120)
-    result = audit(rig.bootstrap, rig.prefix, mix.ledger, round_robin_exact=config_dir is None)
+    result = audit(
+        rig.bootstrap,
+        rig.prefix,
+        mix.ledger,
+        round_robin_exact=config_dir is None,
+        repeats=guarantee == "at_least_once",
+    )
     log = worker.log_text()
+    import os
+
+    if os.environ.get("AUDIT_DEBUG"):
+        Path("/tmp/alo-worker.log").write_text(log)
     worker.stop()
     assert not result.problems, result.summary()
     assert result.lost == 0 and result.duplicated == 0, result.summary()
@@ -109,8 +119,9 @@ def crash_run(
     return figures, log
 
 
-def test_sigkill_at_random_points_loses_and_duplicates_nothing(rig, figures):
-    result, _ = crash_run(rig, kills=5, rate=400, seed=20261127)
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(rig, figures, guarantee):
+    result, _ = crash_run(rig, kills=5, rate=400, seed=20261127, guarantee=guarantee)
     figures(result)
 
 

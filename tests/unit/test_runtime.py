@@ -28,6 +28,7 @@ from workers.runtime.commit import (
     within,
 )
 from workers.runtime.lag import LagGauge
+from workers.runtime.outbox import Outbox
 from workers.runtime.sink import DETAIL_LIMIT, KafkaSink, deadletter_headers
 from workers.runtime.timers import Timers
 from workers.settings import Settings, load_config
@@ -470,33 +471,57 @@ def test_auto_uses_transactions_when_the_probe_reads_back(monkeypatch, plain_cli
     assert reader.closed
 
 
-def test_at_least_once_commit_delivers_outputs_then_state_then_offsets(monkeypatch, plain_clients):
+def test_at_least_once_commit_makes_state_durable_then_outputs_then_offsets(
+    monkeypatch, plain_clients
+):
+    """The outbox protocol (runtime/outbox.py): the changelog (with the outbox in it) is
+    flushed before any output of the batch's state leaves, and each partition's records are
+    one framed run, the last marked as such."""
     committer, log, _ = open_committer(monkeypatch, plain_clients, "at_least_once")
     consumer = FakeConsumer(log)
     batch = [Msg("forms", 0, 5), Msg("forms", 0, 7), Msg("clicks", 2, 1)]
     offsets = committer.begin(batch, consumer)  # type: ignore[arg-type]
     assert log == []  # no transaction to begin
-    committer.produce("p.leads.routed.smb", b"lead-1", b"{}", headers=[("event", b"x")])
-    committer.commit(offsets, {3: {b"lead-1": b"{}", b"s:lead-1": None}}, consumer)  # type: ignore[arg-type]
+    sent = Outbox(run=7)
+    sent.add(3, ("p.leads.routed.smb", -1, b"lead-1", b"{}", [("event", b"x")]))
+    states = {3: PartitionState(3, MemoryBackend())}
+    sent.store(states)
+    (outbox_key,) = sent.stored[3]
+    changes = {3: {b"lead-1": b"{}", b"s:lead-1": None, **states[3].pending()}}
+    committer.commit(offsets, changes, consumer, sent)  # type: ignore[arg-type]
     kinds = [e[0] if e[0] != "produce" else ("produce", e[1]) for e in log]
     assert kinds == [
+        ("produce", CHANGELOG),
+        ("produce", CHANGELOG),
+        ("produce", CHANGELOG),
+        ("produce", CHANGELOG),
+        "flush",  # state and outbox durable before the outputs leave
         ("produce", "p.leads.routed.smb"),
-        "flush",  # outputs delivered before state may say "done"
-        ("produce", CHANGELOG),
-        ("produce", CHANGELOG),
         "flush",
         "commit",
     ]
     assert sorted(log[-1][1]) == [("clicks", 2, 2), ("forms", 0, 8)]
-    changelog = [(e[2], e[3], e[4]) for e in log if e[0] == "produce" and e[1] == CHANGELOG]
-    assert changelog == [(b"lead-1", b"{}", 3), (b"s:lead-1", None, 3)]
+    produced = [e for e in log if e[0] == "produce"]
+    changelog = [(e[2], e[4], e[5]["headers"][0][1][:1]) for e in produced if e[1] == CHANGELOG]
+    assert changelog == [
+        (b"lead-1", 3, b"+"),
+        (b"s:lead-1", 3, b"+"),
+        (b"~run", 3, b"+"),
+        (outbox_key.encode(), 3, b"."),
+    ]
+    runs = {e[5]["headers"][0][1][1:] for e in produced if e[1] == CHANGELOG}
+    assert len(runs) == 1  # one batch id for the run
+    routed = next(e for e in produced if e[1] == "p.leads.routed.smb")
+    assert (routed[2], routed[3], routed[5]["headers"]) == (b"lead-1", b"{}", [("event", b"x")])
+    sent.forget_sent(states)
+    assert states[3].pending() == {outbox_key.encode(): None}  # removed with the next batch
 
 
 def test_at_least_once_commit_without_input_commits_no_offsets(monkeypatch, plain_clients):
     committer, log, _ = open_committer(monkeypatch, plain_clients, "at_least_once")
     consumer = FakeConsumer(log)
     committer.commit(committer.begin([], consumer), {}, consumer)  # type: ignore[arg-type]
-    assert [e[0] for e in log] == ["flush", "flush"]
+    assert [e[0] for e in log] == ["flush"]
 
 
 def test_flush_fails_on_undelivered_records_or_delivery_errors(monkeypatch, plain_clients):

@@ -18,6 +18,7 @@ from workers.runtime import partitions, reference
 from workers.runtime.accounts import AccountsReader
 from workers.runtime.clients import Clients
 from workers.runtime.commit import PROBE_KEY
+from workers.runtime.outbox import ABORT, FRAME, LAST, MORE, Outbox, abort_mark
 from workers.runtime.partitions import Partitions
 from workers.runtime.timers import Timers
 from workers.runtime.worker import Worker
@@ -37,10 +38,13 @@ def Msg(
     offset: int,
     key: bytes | None,
     value: bytes | None,
+    headers: list[tuple[str, bytes]] | None = None,
     error: KafkaError | None = None,
 ) -> Message:
     """A real `confluent_kafka.Message`, as a reader hands one over."""
-    return Message(partition=partition, offset=offset, key=key, value=value, error=error)
+    return Message(
+        partition=partition, offset=offset, key=key, value=value, headers=headers, error=error
+    )
 
 
 def js(value: Any) -> bytes:
@@ -50,7 +54,8 @@ def js(value: Any) -> bytes:
 class Log:
     """One partition of a topic: records at their offsets, and the watermarks."""
 
-    def __init__(self, records: list[tuple[bytes | None, bytes | None]], low: int = 0) -> None:
+    def __init__(self, records: list[tuple[Any, ...]], low: int = 0) -> None:
+        """`records`: (key, value) or, framed (runtime/outbox.py), (key, value, headers)."""
         self.records = {low + i: kv for i, kv in enumerate(records)}
         self.low = low
         self.high = low + len(records)
@@ -263,7 +268,7 @@ def test_restore_skips_error_events_and_keeps_the_last_value_of_a_fetch(logs, mo
 
     def reader(conf: dict[str, Any]) -> Reader:
         made = Reader(conf, logs)
-        made.inject.append(Msg(1, -1, None, None, KafkaError(KafkaError._TRANSPORT)))
+        made.inject.append(Msg(1, -1, None, None, error=KafkaError(KafkaError._TRANSPORT)))
         return made
 
     monkeypatch.setattr(partitions, "Consumer", reader)
@@ -381,6 +386,103 @@ def test_rocksdb_checkpoint_outside_the_log_is_not_trusted(
         parts.drop_all()
 
 
+# ------------------------------------------------- at_least_once: framed runs (outbox.py)
+def run(batch: bytes, *records: tuple[bytes, bytes | None]) -> list[tuple[Any, ...]]:
+    """One batch's records on a changelog partition as at_least_once writes them."""
+    last = len(records) - 1
+    return [
+        (key, value, [(FRAME, (LAST if i == last else MORE) + batch)])
+        for i, (key, value) in enumerate(records)
+    ]
+
+
+def abort(batch: bytes) -> tuple[Any, ...]:
+    key, value, headers = abort_mark("host-a1", batch)
+    return (key, value, headers)
+
+
+def test_restore_leaves_out_a_batch_a_crash_cut_short(logs, tmp_path: Path):
+    """A crash in the middle of a batch's changelog writes: the restored state is that of
+    the last whole batch, the restore says which batch was cut, and the local checkpoint
+    stays before it, so the next restore reads the cut batch again (and its abort mark)."""
+    s = settings(LEADROUTER_STORE="rocksdb", LEADROUTER_DATA_DIR=str(tmp_path))
+    logs[0] = Log(
+        [
+            (b"lead-1", js({"n": 1})),  # written by exactly_once: no frame
+            *run(b"a", (b"lead-1", js({"n": 2})), (b"q:smb", js({"rr": 1}))),
+            *run(b"b", (b"lead-1", js({"n": 3})), (b"lead-2", js({"n": 1}))),
+        ]
+    )
+    del logs[0].records[4]  # b's last record never reached the broker
+    logs[0].high = 4
+    parts = owned(s)
+    assert parts.restore([0]) == {0: b"b"}
+    try:
+        state = parts.state_of(0)
+        assert state is not None
+        assert state.get("lead-1") == {"n": 2} and state.get("q:smb") == {"rr": 1}
+        assert state.get("lead-2") is None
+        assert state.backend.checkpoint() == 3
+    finally:
+        parts.drop_all()
+
+
+def test_an_abort_mark_keeps_a_cut_batch_out_of_every_later_restore(logs):
+    logs[0] = Log(
+        [
+            *run(b"a", (b"lead-1", js({"n": 1}))),
+            *run(b"b", (b"lead-1", js({"n": 2})), (b"lead-2", js({"n": 2})))[:1],  # cut
+            abort(b"b"),
+            *run(b"c", (b"lead-3", js({"n": 3})), (b"lead-4", js({"n": 4}))),
+        ]
+    )
+    parts = owned(settings(LEADROUTER_STORE="memory"))
+    assert parts.restore([0]) == {}
+    state = parts.state_of(0)
+    assert state is not None
+    assert state.get("lead-1") == {"n": 1} and state.get("lead-2") is None
+    assert state.get("lead-3") == {"n": 3} and state.get("lead-4") == {"n": 4}
+    assert not state.keys_with_prefix("\x00")  # the mark is no state
+
+
+@pytest.mark.parametrize("after", ["another batch", "an unframed record", "another's abort"])
+def test_a_whole_batch_whose_last_record_compaction_removed_still_counts(logs, after: str):
+    following = {
+        "another batch": run(b"c", (b"lead-3", js({"n": 3}))),
+        "an unframed record": [(b"lead-3", js({"n": 3}))],
+        "another's abort": [abort(b"b")],  # b cut, then all of it compacted away
+    }[after]
+    logs[0] = Log(
+        [*run(b"a", (b"lead-1", js({"n": 1})), (b"lead-2", js({"n": 1}))), *following]
+    ).drop(1)  # a's last record: lead-2 was written again later (and that too is gone here)
+    parts = owned(settings(LEADROUTER_STORE="memory"))
+    parts.restore([0])
+    state = parts.state_of(0)
+    assert state is not None and state.get("lead-1") == {"n": 1}
+
+
+def test_assignment_marks_a_cut_batch_and_sends_what_its_outbox_still_holds(logs):
+    """On assignment: an abort mark after the cut batch, before anything else is written
+    there; outputs the restored state still holds in its outbox sent again, then removed."""
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "LEADROUTER_STORE": "memory"}
+    worker = Worker(load_config(env=env), serve_metrics=False)
+    routed = ("leadrouter.leads.routed.smb", -1, b"lead-1", b"{}", [("event", b"lead.assigned")])
+    held = Outbox(run=5)
+    held.add(2, routed)
+    state = PartitionState(2, MemoryBackend())
+    held.store({2: state})
+    whole = [(k, v) for k, v in state.pending().items()]
+    logs[2] = Log([*run(b"a", *whole), *run(b"b", (b"lead-1", js({"n": 2})), (b"x", None))[:1]])
+    sent: list[list[Any]] = []
+    worker.committer = SimpleNamespace(send_now=sent.append)  # type: ignore[assignment]
+    worker.on_assign(None, [TopicPartition("leadrouter.internal", 2)])  # type: ignore[arg-type]
+    ((mark,), (again,)) = sent
+    assert mark[:2] == (CHANGELOG, 2) and mark[4] == [(FRAME, ABORT + b"b")]
+    assert again == routed
+    restored = worker.partitions.state_of(2)
+    assert restored is not None and restored.pending() == {held.stored[2][0].encode(): None}
+
+
 def test_rebalance_restores_and_drops_only_internal_partitions(logs):
     config = load_config(
         env={
@@ -467,7 +569,7 @@ def test_accounts_are_followed_between_batches(logs):
     logs[0].records[4] = (b"acme.io", None)
     logs[0].high = 5
     consumer = Reader.made[0]
-    consumer.inject.append(Msg(1, -1, None, None, KafkaError(KafkaError._TRANSPORT)))
+    consumer.inject.append(Msg(1, -1, None, None, error=KafkaError(KafkaError._TRANSPORT)))
     reader.poll()
     assert sorted(book.by_domain) == ["hooli.com", "initech.com", "initrode.com"]
     assert reader.close() is consumer and not consumer.closed  # the caller closes it

@@ -204,9 +204,14 @@ class Topology:
         partitions: int,
         *,
         round_trip: bool = False,
+        defer_hand_overs: bool = False,
     ) -> None:
         """`partitions`: of the internal topic. `round_trip`: encode and decode every
-        message handed over in-process, as if it crossed to another worker (tests)."""
+        message handed over in-process, as if it crossed to another worker (tests).
+        `defer_hand_overs`: a message one partition's state sends to another goes to the
+        sink even when the other is ours (at_least_once: the outbox sends it once the
+        sender's state is durable, so no partition's state depends on another's that a
+        crash may lose); records from the input topics are still handled here at once."""
         settings = config.settings
         self.accounts = accounts
         self.recorder = recorder
@@ -220,6 +225,10 @@ class Topology:
         self.topic_label = {prefix + t: t for t in cat.INPUT_KINDS}
         self.erasure_topic = prefix + cat.ERASURES
         self._local: deque[tuple[int, str, Message]] = deque()
+        self.defer_hand_overs = defer_hand_overs
+        # The partition whose state a message is being handled for (None: an input record):
+        # what its outputs belong to, for a sink that keeps them with that state.
+        self.handling: int | None = None
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -279,6 +288,7 @@ class Topology:
         internal = self.internal_topic
         self._local.clear()  # nothing left over from a call that raised
         for record in records:
+            self.handling = None
             topic = record.topic()
             if topic == internal:
                 self._internal(record, state_of, sink)
@@ -400,6 +410,7 @@ class Topology:
         if state is None:  # not ours any more: a rebalance raced this batch
             return
         effects = Effects()
+        self.handling = p  # reset by the caller of the next message
         try:
             self.handlers[type(message)](key, message, state, effects)
         except Exception as exc:  # a bug must not stop the stream: park the message
@@ -412,8 +423,12 @@ class Topology:
                 )
             sink.dead_letter(_letter(record, PROCESSING_ERROR, why))
             return
-        for out_key, out in effects.internal:
-            self._hand_over(out_key, out, state_of, sink)
+        if self.defer_hand_overs:
+            for out_key, out in effects.internal:
+                sink.hand_over(self.owner(out_key), out_key.encode(), messages.encode(out))
+        else:
+            for out_key, out in effects.internal:
+                self._hand_over(out_key, out, state_of, sink)
         for queue, routed in effects.published:
             routed.reason.config_version = self.version
             sink.publish(

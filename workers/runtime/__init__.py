@@ -6,6 +6,7 @@
 | `selection.py` | which records form a batch, and in which order |
 | `clients.py` | every librdkafka client configuration, in one place |
 | `commit.py` | the transaction and commit protocol (exactly_once, at_least_once) |
+| `outbox.py` | at_least_once: outputs kept with their state until it is durable |
 | `partitions.py` | partition assignment and state restore from the changelog |
 | `accounts.py` | the `reference.accounts` table, read whole and followed |
 | `timers.py` | SLA timers per owned partition |

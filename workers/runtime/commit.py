@@ -4,8 +4,9 @@ durable together.
 exactly_once: one Kafka transaction per batch. It is begun before the batch's first record
 is handled, so outputs stream to the broker while the rest is processed; the input offsets
 (known once the batch is read) join it on a helper thread meanwhile; the commit waits only
-for the tail. at_least_once (brokers without usable transactions, or chosen for latency):
-outputs are flushed, then the changelog, then the input offsets are committed.
+for the tail. at_least_once (brokers without usable transactions, or chosen for latency): the
+changelog with the batch's outputs in it (outbox.py) is flushed, then the outputs are sent,
+then the input offsets are committed.
 
 librdkafka can ignore a transactional call's own timeout when the coordinator goes away
 (librdkafka #5456, #5511): such calls run on a helper thread under a watchdog, and the
@@ -24,6 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from workers.runtime.clients import Clients
+from workers.runtime.outbox import FRAME, LAST, MORE, Outbox, Output, send
 
 log = logging.getLogger("leadrouter.worker")
 # librdkafka's own timeouts (10 s for the offsets, 15 s to commit) end a slow commit with an
@@ -176,8 +178,12 @@ class Committer:
         offsets: list[TopicPartition],
         changes: dict[int, dict[bytes, bytes | None]],
         consumer: Consumer,
+        outbox: Outbox | None = None,
     ) -> None:
-        """The batch's state changes to the changelog, then everything made durable."""
+        """The batch's state changes to the changelog, then everything made durable.
+
+        at_least_once: the state (with its outbox) first, each partition's changes one
+        framed run; only once it is durable the outputs; then the input offsets."""
         if self.exactly_once:
             self.send_changes(changes)
             if self._offsets is not None:
@@ -185,23 +191,46 @@ class Committer:
                 settle(offsets_sent, COMMIT_DEADLINE)
             within(COMMIT_DEADLINE, self.producer.commit_transaction, 15)
         else:
-            self.flush()  # outputs first: state may only say "done" once they are delivered
-            self.send_changes(changes)
+            self.send_changes(changes, framed=True)
             self.flush()
+            if outbox is not None:
+                outbox.send(self.produce)
+                self.flush()
             if offsets:
                 consumer.commit(offsets=offsets, asynchronous=False)
 
-    def send_changes(self, changes: dict[int, dict[bytes, bytes | None]]) -> None:
-        """The batch's state changes to the changelog, one record per changed key."""
+    def send_changes(
+        self, changes: dict[int, dict[bytes, bytes | None]], *, framed: bool = False
+    ) -> None:
+        """The batch's state changes to the changelog, one record per changed key;
+        `framed`: each partition's as one run (outbox.py), so a cut run is recognised."""
         produce = self.produce
         changelog = self.changelog_topic
+        batch = f"{time.time_ns():x}".encode()
+        more, last = [(FRAME, MORE + batch)], [(FRAME, LAST + batch)]
         for p, writes in changes.items():
-            last = len(writes) - 1
+            end = len(writes) - 1
             for i, (key, value) in enumerate(writes.items()):
-                if i == last and self.exactly_once:  # its offset is the partition's checkpoint
+                if framed:
+                    produce(changelog, key, value, partition=p, headers=last if i == end else more)
+                elif i == end and self.exactly_once:  # its offset is the partition's checkpoint
                     produce(changelog, key, value, partition=p, on_delivery=self.delivered)
                 else:
                     produce(changelog, key, value, partition=p)
+
+    def send_now(self, outputs: list[Output]) -> None:
+        """Records sent between batches (an abort mark, outputs left in a restored outbox),
+        durable when this returns: in a transaction of their own with exactly_once."""
+        if not outputs:
+            return
+        if self.exactly_once:
+            self.producer.begin_transaction()
+        for output in outputs:
+            send(self.produce, output)
+        if self.exactly_once:
+            within(COMMIT_DEADLINE, self.producer.commit_transaction, 15)
+        else:
+            self.flush()
 
     # ------------------------------------------------------------------ producing
     def produce(

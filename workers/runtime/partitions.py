@@ -12,6 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from workers.connection import data_dir
 from workers.runtime.clients import Clients
+from workers.runtime.outbox import Frames, frame_of
 from workers.runtime.timers import Timers
 from workers.settings import Settings
 from workers.store import MemoryBackend, PartitionState, RocksBackend
@@ -36,19 +37,21 @@ class Partitions:
     def state_of(self, partition: int) -> PartitionState | None:
         return self.states.get(partition)
 
-    def restore(self, partitions: list[int]) -> None:
+    def restore(self, partitions: list[int]) -> dict[int, bytes]:
         """Rebuild the state of each partition not held yet from the changelog (from the
         local checkpoint, if any), all with one reader: a restart resumes in the time it
-        takes to read what is there, not a fixed wait per partition."""
+        takes to read what is there, not a fixed wait per partition. Returns the restored
+        partitions whose log ends in a run a crash cut short, with its batch id: the caller
+        marks it aborted before anything else is written there."""
         backends: dict[int, Any] = {}
         try:
             for p in partitions:
                 if p not in self.states and p not in backends:
                     backends[p] = self._backend(p)
             if not backends:
-                return
+                return {}
             started = time.monotonic()
-            applied = self._fill(backends)
+            applied, cut = self._fill(backends)
             restored = {p: PartitionState(p, backend) for p, backend in backends.items()}
             timers = {p: self.timers.restore(p, state) for p, state in restored.items()}
         except BaseException:
@@ -65,6 +68,9 @@ class Partitions:
                 timers[p],
             )
         log.info("%d partitions restored in %.2f s", len(backends), time.monotonic() - started)
+        for p in cut:
+            log.warning("partition %d: changelog ends in a batch a crash cut short: left out", p)
+        return cut
 
     def drop(self, partition: int) -> None:
         state = self.states.pop(partition, None)
@@ -100,11 +106,14 @@ class Partitions:
             return None
         return start
 
-    def _fill(self, backends: dict[int, Any]) -> dict[int, int]:
+    def _fill(self, backends: dict[int, Any]) -> tuple[dict[int, int], dict[int, bytes]]:
         """Read each partition's changelog up to its end into its backend; returns how
-        many records each applied. The end is judged by the reader's position, so a log
-        that ends in a transaction marker (never delivered) costs no wait."""
+        many records each applied, and the partitions whose log ends in a run a crash cut
+        short, with that run's batch id (left out: outbox.py). The end is judged by the
+        reader's position, so a log that ends in a transaction marker (never delivered)
+        costs no wait."""
         applied = dict.fromkeys(backends, 0)
+        frames = {p: Frames() for p in backends}
         reader = Consumer(self.clients.reader("restore", read_committed=self.read_committed))
         try:
             ends: dict[int, int] = {}
@@ -118,7 +127,7 @@ class Partitions:
                     begin = start if start is not None else OFFSET_BEGINNING
                     assignment.append(TopicPartition(self.changelog_topic, p, begin))
             if not ends:
-                return applied
+                return applied, {}
             reader.assign(assignment)
             deadline = time.monotonic() + RESTORE_DEADLINE
             while ends:
@@ -131,18 +140,26 @@ class Partitions:
                     if msg.error():
                         continue
                     p = msg.partition()
-                    writes.setdefault(p, {})[msg.key()] = msg.value()
-                    positions[p] = msg.offset() + 1
+                    headers = msg.headers()
+                    if headers is None and not frames[p].run:  # as exactly_once writes
+                        writes.setdefault(p, {})[msg.key()] = msg.value()
+                        positions[p] = msg.offset() + 1
+                        continue
+                    out = writes.setdefault(p, {})
+                    frames[p].take(msg.key(), msg.value(), frame_of(headers), out)
+                    if not frames[p].run:  # a checkpoint only between runs
+                        positions[p] = msg.offset() + 1
                 for p, batch in writes.items():
-                    backends[p].apply(batch, positions[p])
-                    applied[p] += len(batch)
+                    if batch or p in positions:
+                        backends[p].apply(batch, positions.get(p))
+                        applied[p] += len(batch)
                 waiting = [TopicPartition(self.changelog_topic, p) for p in ends]
                 for tp in reader.position(waiting):
                     if tp.offset >= ends[tp.partition]:
                         del ends[tp.partition]
         finally:
             reader.close()
-        return applied
+        return applied, {p: f.batch for p, f in frames.items() if f.cut}
 
     def persist(
         self, changes: dict[int, dict[bytes, bytes | None]], checkpoints: dict[int, int]
@@ -152,6 +169,10 @@ class Partitions:
             state = self.states.get(p)
             if state is not None:
                 state.commit(writes, checkpoints.get(p))
+
+    def dirty(self) -> bool:
+        """Changes wait for a batch (sent outbox records to remove, at_least_once)."""
+        return any(s.dirty for s in self.states.values())
 
     def changes(self) -> dict[int, dict[bytes, bytes | None]]:
         """The batch's state changes per partition, encoded once each."""

@@ -30,15 +30,17 @@ from workers.core.privacy import EXPIRY, idle_before
 from workers.core.queue_desk import waiting_line
 from workers.core.topology import Topology
 from workers.metrics import Health, Metrics, serve
+from workers.runtime import outbox
 from workers.runtime.accounts import AccountsReader
 from workers.runtime.clients import Clients
 from workers.runtime.commit import Committer, Stuck, within
 from workers.runtime.config_reader import ConfigReader
 from workers.runtime.lag import LagGauge
 from workers.runtime.memory import TRIM_EVERY, release_freed_memory, settle_garbage
+from workers.runtime.outbox import Outbox, abort_mark
 from workers.runtime.partitions import Partitions
 from workers.runtime.selection import Selection
-from workers.runtime.sink import KafkaSink
+from workers.runtime.sink import KafkaSink, OutboxSink
 from workers.runtime.timers import Timers
 from workers.settings import Config
 
@@ -93,6 +95,7 @@ class Worker:
         self.refused_offsets: set[int] = set()  # judged once per process, not per session
         self.metrics.running(config.version, clock(), switched=False)
         self.abandoned = False
+        self.last_run = 0  # at_least_once: the last batch id (runtime/outbox.py)
 
     @property
     def exactly_once(self) -> bool:
@@ -146,7 +149,14 @@ class Worker:
                 self._switch(*published, starting=self.topology is None)
         meta = self.consumer.list_topics(self.internal_topic, timeout=30)
         partitions = len(meta.topics[self.internal_topic].partitions)
-        self.topology = Topology(self.config, self.accounts, self.metrics, self.clock, partitions)
+        self.topology = Topology(
+            self.config,
+            self.accounts,
+            self.metrics,
+            self.clock,
+            partitions,
+            defer_hand_overs=not self.exactly_once,
+        )
         topics = [*self.input_topics, self.internal_topic]
         self.consumer.subscribe(
             topics, on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_revoke
@@ -176,7 +186,7 @@ class Worker:
             if newer is not None and self.follows_published:
                 self._switch(*newer)
             due = self.timers.due(self.clock()) + self._expiries()
-            if batch or due or (self.rejudge and self.partitions.states):
+            if batch or due or self.partitions.dirty() or (self.rejudge and self.partitions.states):
                 self._process(batch, due)
         self.consumer.close()  # leaves the group now, so partitions move without a timeout
         self.consumer = None
@@ -221,15 +231,35 @@ class Worker:
 
     # ------------------------------------------------------------------ rebalancing
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.partitions.restore(
-            [tp.partition for tp in partitions if tp.topic == self.internal_topic]
-        )
+        owned = [tp.partition for tp in partitions if tp.topic == self.internal_topic]
+        cut = self.partitions.restore(owned)
+        for p, batch in cut.items():  # before anything else is written there
+            key, value, headers = abort_mark(self.clients.instance, batch)
+            self._send_now([(self.changelog_topic, p, key, value, headers)])
+        self._send_outbox_left(owned)
         self.health.ready = True
         # Desks restored from before a switch (or from a worker on another version) judge
         # their lines under the version this worker runs.
         self.rejudge = self.rejudge or self.switched
         self._show_lines()
         log.info("assigned %d partitions", len(partitions))
+
+    def _send_outbox_left(self, partitions: list[int]) -> None:
+        """Outputs a restored partition's state still holds (at_least_once: durable, maybe
+        not sent before a crash): sent again now, then removed with the next batch."""
+        for p in partitions:
+            state = self.partitions.states.get(p)
+            left = outbox.left_in(state) if state is not None else {}
+            if left:
+                self._send_now([out for outputs in left.values() for out in outputs])
+                for key in left:
+                    state.delete(key)  # type: ignore[union-attr]
+                log.info("partition %d: %d outbox records sent again", p, len(left))
+
+    def _send_now(self, outputs: list[outbox.Output]) -> None:
+        if self.committer is None:
+            raise KafkaException("no producer to send with")
+        self.committer.send_now(outputs)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -245,12 +275,17 @@ class Worker:
         started = time.perf_counter()
         try:
             offsets = committer.begin(batch, self.consumer)
-            sink = KafkaSink(
-                committer,
-                self.timers,
-                self.internal_topic,
-                self.settings.kafka.topic_prefix + cat.DEADLETTER,
-            )
+            deadletter_topic = self.settings.kafka.topic_prefix + cat.DEADLETTER
+            sent: Outbox | None = None
+            if committer.exactly_once:
+                sink = KafkaSink(committer, self.timers, self.internal_topic, deadletter_topic)
+            else:
+                sent = Outbox(outbox.next_run(self.last_run, self.partitions.states))
+                self.last_run = sent.run
+                batch = outbox.admit(batch, self.partitions.states, self.internal_topic)
+                sink = OutboxSink(
+                    committer, self.timers, self.internal_topic, deadletter_topic, topology, sent
+                )
             state_of = self.partitions.states.get  # a C call per lookup, on the hot path
             woke = self.rejudge and bool(self.partitions.states)
             if woke:
@@ -258,9 +293,11 @@ class Worker:
             topology.process(batch, state_of, sink, self.clock())
             topology.fire(due, state_of, sink)
             self.metrics.batch_process.observe(time.perf_counter() - started)
+            if sent is not None:
+                sent.store(self.partitions.states)
             changes = self.partitions.changes()
             committing = time.perf_counter()
-            committer.commit(offsets, changes, self.consumer)
+            committer.commit(offsets, changes, self.consumer, sent)
         except Stuck:
             self.abandoned = True
             raise
@@ -268,6 +305,8 @@ class Worker:
         if woke:  # durable now: a failed batch leaves it to the next session
             self.rejudge = False
         self.partitions.persist(changes, committer.changelog_offsets)
+        if sent is not None:
+            sent.forget_sent(self.partitions.states)
         self.metrics.flush()
         if batch:
             self.metrics.batch_size.observe(len(batch))
