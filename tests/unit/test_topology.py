@@ -163,6 +163,32 @@ def test_touches_on_routed_lead_are_activity_not_reassignment(lanes: Lanes):
     assert leads[2]["activity"]["type"] == "click"
 
 
+def test_touches_read_before_the_form_they_followed_reach_the_rep(lanes: Lanes):
+    """A backlog read in another order than it happened (after a restart): e-mail clicks
+    that occurred after the qualifying form are handled before it. Once routed, the rep
+    hears of each click that came after the form, and of none that came before."""
+    email = "kim@acme-corp.com"
+
+    def click(event_id: str, offset: float) -> dict:
+        return {
+            "event_id": event_id,
+            "occurred_at": lanes.at(offset),
+            "email": email,
+            "type": "click",
+        }
+
+    lanes.send(cat.EMAIL_EVENTS, click("before", -60))
+    lanes.send(cat.EMAIL_EVENTS, click("after-1", 1.5))
+    lanes.send(cat.EMAIL_EVENTS, click("after-2", 3.0))
+    lanes.send(cat.FORM_FILLS, form(lanes, email, "demo-request"))
+    assigned, *activities = lanes.values()
+    assert assigned["event"] == "lead.assigned"
+    assert assigned["source"]["channel"] == "email"  # the earliest touch, as ever
+    assert [a["trigger_event_id"] for a in activities] == ["after-1", "after-2"]
+    assert {a["event"] for a in activities} == {"lead.activity"}
+    assert {a["rep_id"] for a in activities} == {assigned["rep_id"]}
+
+
 def test_each_malformed_record_goes_to_dead_letters(lanes: Lanes):
     from tests.integration.test_pipeline import MALFORMED
 

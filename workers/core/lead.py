@@ -26,6 +26,10 @@ from workers.core.visitor import expand_click
 # A lead waiting for its queue desk's answer keeps the touches meanwhile (bounded) to publish
 # them as activity once routed; with the desk on another worker the wait is a round trip.
 MAX_HELD_TOUCHES = 20
+# A lead not routed yet keeps its last few touches with their times: one that occurred
+# after the touch that later qualifies it is published as activity once it is routed,
+# whatever order a backlog was read in.
+MAX_EARLY_TOUCHES = 3
 # The reps a lead has had, not given it again on a reassignment (bounded: escalations end).
 MAX_REPS_REMEMBERED = 25
 HELD_FIELDS = ("type", "form_id", "at")  # after its event id and channel, `ch`
@@ -131,6 +135,8 @@ class Lead:
             fx.published.append((lead["queue"], publish.activity(self.ctx, lead, touch)))
         elif lead["state"] == "new":
             self._qualify(lead, touch, fx)
+            if lead["state"] == "new":
+                _early(lead, touch)
         elif lead["state"] == "pending":  # its queue desk has not answered yet
             _hold(lead, touch)
         state.put(lead_id, lead)
@@ -204,6 +210,11 @@ class Lead:
         trace.append(why)
         lead["state"] = "pending"
         lead["queue"] = queue
+        # Touches handled before this one that occurred after it (a backlog read in another
+        # order than it happened, after a restart): the rep hears of them once routed.
+        later = [_early_touch(*t) for t in lead.pop("early", ()) if t[2] > touch.at]
+        if later:
+            lead.setdefault("held", []).extend(later)
         draft = publish.draft(ctx, lead, touch, queue, rule, trace)
         fx.internal.append(
             (queue_desk_key(queue), Assign(lead["id"], queue, preferred, touch.at, draft))
@@ -320,6 +331,28 @@ def _hold(lead: dict[str, Any], touch: Touch) -> None:
     kept = {"event_id": touch.event_id, "ch": touch.channel}  # the 0.1.0 key order
     held.append(kept | {k: data[k] for k in HELD_FIELDS if k in data})
     del held[:-MAX_HELD_TOUCHES]
+
+
+def _early(lead: dict[str, Any], touch: Touch) -> None:
+    """Remember a touch of a lead not routed yet, as [event id, channel, time, form or
+    type] (most leads never qualify: this is kept small)."""
+    data = touch.data
+    entry = [touch.event_id, touch.channel, touch.at, data.get("form_id") or data.get("type")]
+    early = lead.get("early")
+    if early is None:
+        lead["early"] = [entry]
+    else:
+        early.append(entry)
+        if len(early) > MAX_EARLY_TOUCHES:
+            del early[0]
+
+
+def _early_touch(event_id: str, channel: str, at: float, detail: str | None) -> dict[str, Any]:
+    """A remembered early touch as a held one (`_hold`), to publish once routed."""
+    held: dict[str, Any] = {"event_id": event_id, "ch": channel, "at": at}
+    if detail is not None:
+        held["form_id" if channel == "form" else "type"] = detail
+    return held
 
 
 def _recyclable(lead: dict[str, Any], at: float) -> bool:
