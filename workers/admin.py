@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 from kafka import KafkaProducer
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka import errors as KafkaErrors
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, MemberToRemove
 from kafka.errors import (
     IncompatibleBrokerVersion,
     KafkaError,
@@ -262,6 +263,31 @@ def ensure_topics(config: Config, stop: threading.Event | None = None) -> None:
 
 
 ACCOUNT_FIELDS = ("domain", "name", "employees", "industry", "country", "owner")
+
+
+def leave_group(config: Config, instance: str, deadline: float = 5.0) -> bool:
+    """Take a static member (group.instance.id) out of the worker's group now: a closing
+    static member does not leave by itself (KIP-345), so without this its partitions would
+    wait out the session timeout before moving to the workers that remain. Bounded; False
+    (logged) when the broker did not take it, and then the session timeout still ends it."""
+    group = config.settings.kafka.group_id
+    try:
+        admin = _admin(config, deadline=deadline)
+    except KafkaError as exc:
+        log.warning("could not leave group %s as %s: %s", group, instance, exc)
+        return False
+    try:
+        answers = admin.remove_group_members(group, [MemberToRemove(group_instance_id=instance)])
+        failed = [str(err) for err in answers.values() if err is not KafkaErrors.NoError]
+        if failed:
+            log.warning("could not leave group %s as %s: %s", group, instance, failed[0])
+            return False
+        return True
+    except KafkaError as exc:
+        log.warning("could not leave group %s as %s: %s", group, instance, exc)
+        return False
+    finally:
+        admin.close()
 
 
 class AccountFileError(Exception):

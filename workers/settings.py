@@ -79,6 +79,9 @@ class KafkaSettings(Strict):
     topic_prefix: str = ""
     group_id: str = "leadrouter"
     processing_guarantee: Literal["exactly_once", "at_least_once", "auto"] = "auto"
+    # group.instance.id: a restarted worker takes its partitions back at once instead of
+    # after the session timeout; a stopping one leaves explicitly (runtime/membership.py).
+    static_membership: bool = True
     partitions: int = Field(6, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1, le=16)
 
@@ -504,6 +507,10 @@ HINTS: dict[str, Hint] = {
     "KafkaSettings.processing_guarantee": _h(
         "the delivery guarantee (auto: exactly_once where the broker has transactions)",
         "processing_guarantee: auto",
+    ),
+    "KafkaSettings.static_membership": _h(
+        "whether a restarted worker takes its partitions back at once, true or false",
+        "static_membership: true",
     ),
     "KafkaSettings.partitions": _h(
         "the partitions of each topic leadrouter creates, a whole number", "partitions: 6"
@@ -1335,6 +1342,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "LEADROUTER_TOPIC_PREFIX": ("kafka", "topic_prefix"),
     "LEADROUTER_GROUP_ID": ("kafka", "group_id"),
     "LEADROUTER_PROCESSING_GUARANTEE": ("kafka", "processing_guarantee"),
+    "LEADROUTER_STATIC_MEMBERSHIP": ("kafka", "static_membership"),
     "LEADROUTER_PARTITIONS": ("kafka", "partitions"),
     "LEADROUTER_METRICS_HOST": ("metrics", "host"),
     "LEADROUTER_METRICS_PORT": ("metrics", "port"),

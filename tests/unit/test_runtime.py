@@ -133,6 +133,15 @@ def test_batch_consumer_is_the_group_member(clients: Clients, read_committed: bo
     assert conf["auto.offset.reset"] == "earliest"
     assert conf["stats_cb"] is gauge
     assert conf["statistics.interval.ms"] == int(LAG_EVERY * 1000)
+    assert conf["group.instance.id"] == clients.instance  # static: a restart takes its own back
+
+
+def test_static_membership_can_be_turned_off():
+    s = settings(
+        {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "LEADROUTER_STATIC_MEMBERSHIP": "false"}
+    )
+    conf = Clients(s, "host-a1").batch_consumer(read_committed=True, stats_cb=print)
+    assert "group.instance.id" not in conf
 
 
 def test_librdkafka_accepts_every_configuration():

@@ -29,6 +29,7 @@ class Clients:
         self.base = {**librdkafka_config(settings), "logger": kafka_logger()}
         self.group = settings.kafka.group_id
         self.instance = instance
+        self.static = settings.kafka.static_membership
 
     def producer(self, *, transactional: bool) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -71,9 +72,13 @@ class Clients:
         }
 
     def batch_consumer(self, *, read_committed: bool, stats_cb: Any) -> dict[str, Any]:
-        """The worker's group member: the input topics and the internal topic."""
+        """The worker's group member: the input topics and the internal topic. A static
+        member (group.instance.id, the worker's instance) restarted within the session
+        timeout takes its partitions back at once, without a rebalance."""
+        static = {"group.instance.id": self.instance} if self.static else {}
         return {
             **self.reader("", read_committed=read_committed),
+            **static,
             "group.id": self.group,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 50,

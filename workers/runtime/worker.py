@@ -188,8 +188,10 @@ class Worker:
             due = self.timers.due(self.clock()) + self._expiries()
             if batch or due or self.partitions.dirty() or (self.rejudge and self.partitions.states):
                 self._process(batch, due)
-        self.consumer.close()  # leaves the group now, so partitions move without a timeout
+        self.consumer.close()
         self.consumer = None
+        if self.clients.static:  # a static member leaves only when told: now, not at timeout
+            admin.leave_group(self.config, self.clients.instance)
 
     def _open_clients(self) -> None:
         self.committer = Committer(
