@@ -27,14 +27,21 @@ pytestmark = pytest.mark.integration
 
 
 def outage_run(
-    broker: ReferenceBroker, tmp: Path, *, outages: list[tuple[float, bool]], rate: float, seed: int
+    broker: ReferenceBroker,
+    tmp: Path,
+    *,
+    outages: list[tuple[float, bool]],
+    rate: float,
+    seed: int,
+    guarantee: str = "exactly_once",
 ) -> dict:
     """outages: (seconds down, killed rather than stopped) in turn."""
     started = time.monotonic()
     rig = Rig(broker, tmp)
     try:
         mix = Mix(seed, rig.prefix.rstrip("."))
-        worker = rig.worker("w1").launch().wait_ready(120)
+        env = {"LEADROUTER_PROCESSING_GUARANTEE": guarantee}
+        worker = rig.worker("w1", extra_env=env).launch().wait_ready(120)
         pid = worker.pid
         traffic = rig.traffic(mix, rate).start()
         seen = mix.assigned_seen
@@ -59,7 +66,7 @@ def outage_run(
         wait_settled(rig.bootstrap, rig.prefix, rig.group, timeout=180)
         assert worker.alive() and worker.pid == pid, "the worker was not the same process"
         assert http_status(worker.metrics_url.replace("/metrics", "/readyz")) == 200
-        result = audit(rig.bootstrap, rig.prefix, mix.ledger)
+        result = audit(rig.bootstrap, rig.prefix, mix.ledger, repeats=guarantee == "at_least_once")
         assert not result.problems, result.summary()
         assert result.lost == 0 and result.duplicated == 0, result.summary()
         assert "Traceback" not in worker.log_text(), worker.log_tail(80)
@@ -75,8 +82,17 @@ def outage_run(
             broker.start_broker()
 
 
+@pytest.mark.long
 def test_broker_down_ten_seconds_under_traffic(spare, tmp_path, figures):
     figures(outage_run(spare, tmp_path, outages=[(10, False)], rate=300, seed=10))
+
+
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+def test_broker_killed_under_traffic(spare, tmp_path, figures, guarantee):
+    """The short version of the long test below: the broker SIGKILLed (no clean shutdown,
+    open transactions and unflushed batches cut) and back 5 s later."""
+    outages = [(5, True)]
+    figures(outage_run(spare, tmp_path, outages=outages, rate=300, seed=12, guarantee=guarantee))
 
 
 @pytest.mark.long
