@@ -56,15 +56,16 @@ def test_a_killed_worker_is_back_in_seconds_and_a_stopped_one_hands_over_at_once
 
     w2 = rig.worker("w2").launch().wait_ready()
     wait_until(lambda: re.search(r"assigned \d+ partitions", w2.log_text()), 60, "w2 to join")
+    stopping = time.time()  # w1 leaves before it has exited: w2 may take over meanwhile
     w1.stop()  # SIGTERM: for good
-    stopped = time.time()
     wait_until(
-        lambda: any(t > stopped for t in logged_at(w2.log_text(), r"assigned 36 partitions")),
+        lambda: any(t > stopping for t in logged_at(w2.log_text(), r"assigned 36 partitions")),
         60,
         "w2 to take every partition",
     )
-    handed = max(logged_at(w2.log_text(), r"assigned 36 partitions")) - stopped
-    assert handed < SESSION_TIMEOUT / 2, f"w2 took every partition {handed:.1f} s after the stop"
+    handed = max(logged_at(w2.log_text(), r"assigned 36 partitions")) - stopping
+    # without leaving, the session timeout (10 s) would run from the consumer closing
+    assert handed < SESSION_TIMEOUT * 0.8, f"w2 took every partition {handed:.1f} s after SIGTERM"
     seen = mix.assigned_seen
     wait_until(lambda: mix.assigned_seen > seen + 10, 60, "routing by w2 alone")
     traffic.stop()
@@ -73,6 +74,6 @@ def test_a_killed_worker_is_back_in_seconds_and_a_stopped_one_hands_over_at_once
         {
             "killed_to_routing_s": round(resumed, 1),
             "consuming_to_assigned_s": round(joined, 2),
-            "stopped_to_handed_over_s": round(handed, 2),
+            "sigterm_to_handed_over_s": round(handed, 2),
         }
     )

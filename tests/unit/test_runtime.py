@@ -512,12 +512,11 @@ def test_at_least_once_commit_makes_state_durable_then_outputs_then_offsets(
     assert sorted(log[-1][1]) == [("clicks", 2, 2), ("forms", 0, 8)]
     produced = [e for e in log if e[0] == "produce"]
     changelog = [(e[2], e[4], e[5]["headers"][0][1][:1]) for e in produced if e[1] == CHANGELOG]
-    assert changelog == [
-        (b"lead-1", 3, b"+"),
-        (b"s:lead-1", 3, b"+"),
-        (b"~run", 3, b"+"),
-        (outbox_key.encode(), 3, b"."),
-    ]
+    assert sorted(key for key, _, _ in changelog) == sorted(
+        [b"lead-1", b"s:lead-1", b"~run", outbox_key.encode()]
+    )  # in whatever order the state gives them
+    assert {p for _, p, _ in changelog} == {3}
+    assert [frame for _, _, frame in changelog] == [b"+", b"+", b"+", b"."]  # the last ends it
     runs = {e[5]["headers"][0][1][1:] for e in produced if e[1] == CHANGELOG}
     assert len(runs) == 1  # one batch id for the run
     routed = next(e for e in produced if e[1] == "p.leads.routed.smb")
