@@ -10,6 +10,7 @@ import re
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -48,15 +49,29 @@ def _create(admin: AdminClient, topics: dict[str, int]) -> None:
 def _produce(
     bootstrap: str, records: list[tuple[str, int, int, bytes]], *, transactional: str = ""
 ) -> Producer:
-    """(topic, partition, timestamp ms, value), each partition's in the given order."""
+    """(topic, partition, timestamp ms, value), each partition's in the given order.
+
+    Idempotent, so that a batch retried on a just-created topic (not yet known to the
+    broker's metadata) cannot land after the batch that followed it: the tests' expected
+    offsets are the order given here."""
     conf = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5}
+    conf["enable.idempotence"] = True
     if transactional:
         conf["transactional.id"] = transactional
     producer = Producer(conf)
+    failed: list[str] = []
+
+    def delivered(err, _msg) -> None:
+        if err is not None:
+            failed.append(str(err))
+
     for topic, partition, stamp, value in records:
-        producer.produce(topic, value=value, partition=partition, timestamp=stamp)
+        producer.produce(
+            topic, value=value, partition=partition, timestamp=stamp, on_delivery=delivered
+        )
     if not transactional:
         assert producer.flush(30) == 0
+        assert not failed, failed[:3]
     return producer
 
 
@@ -155,7 +170,15 @@ def test_bounded_buffers_pause_and_resume(
     monkeypatch.setattr(history, "_reader", Spy)
     plan = history.plan(settings, [busy, quiet], BASE_MS / 1000, None)
     got = [_key(m) for m in history.read(settings, plan)]
-    assert got == sorted(expected_all(records))
+    # Seen once in ~300 runs beside three CPU hogs: the busy topic's first record of
+    # partition 0 missing from the head of the merge. What was planned and read then
+    # tells a planning gap from a merging one.
+    read_per_partition = Counter((topic, partition) for _, topic, partition, _ in got)
+    assert got == sorted(expected_all(records)), (
+        plan.partitions,
+        read_per_partition,
+        got[:6],
+    )
     # The busy partitions ran ahead of the quiet one, were paused and resumed many times.
     assert sum(1 for c in calls if c[0] == "resume" and c[1] == busy) > 10
     assert plan.total == 3300
