@@ -144,8 +144,19 @@ def stop_all() -> None:
             proc.stop(timeout=15)
 
 
-def baseline(module: str, name: str, bootstrap: str, prefix: str, group: str, log: Path) -> Proc:
-    argv = [PYTHON, "-m", module, "--bootstrap", bootstrap, "--prefix", prefix, "--group", group]
+def baseline(
+    module: str,
+    name: str,
+    bootstrap: str,
+    prefix: str,
+    group: str,
+    log: Path,
+    python: str = PYTHON,
+    extra: list[str] | None = None,
+) -> Proc:
+    """`python -m module`: a baseline contender; `python` another venv's interpreter."""
+    argv = [python, "-m", module, "--bootstrap", bootstrap, "--prefix", prefix, "--group", group]
+    argv += extra or []
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return Proc(name, argv, log, env)
 

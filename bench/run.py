@@ -1,4 +1,4 @@
-"""The benchmark (issue 5): leadrouter against two baselines on the reference Kafka broker.
+"""The benchmark (issue 5): leadrouter against three baselines on the reference Kafka broker.
 
     make bench                       # = python -m bench.run
     python -m bench.run --events 300000 --rate 2000 --latency-seconds 20 --million
@@ -9,6 +9,9 @@ Contenders, each its own process on its own copy of the same pre-loaded topics (
   (b) faust_naive   a per-event faust-streaming agent: decode, one table lookup/update, await
                     send (the usual way), bench/contenders/faust_naive.py
   (c) leadrouter    `leadrouter worker`, the full pipeline, memory store, exactly_once
+  (d) quix_streams  a stateful Quix Streams application, exactly-once, RocksDB state: decode,
+                    two state reads and writes per lead, one output per event; run from its
+                    own venv .venv-quix (bench/quix_venv.py), bench/contenders/quix_streams.py
 Then leadrouter again with two worker processes in one group (scale), and, with --million,
 one worker with the RocksDB store after a million distinct leads (memory). Last, `leadrouter
 replay` (bench/replay.py): events/s per configuration and peak RSS, state in memory and on
@@ -16,11 +19,11 @@ disk over the simulator's traffic, and through this broker (read with workers.hi
 --million also a million events with the state on disk.
 
 Throughput: the input is produced before the clock starts. The clock starts when the
-contender consumes its first input record: (a)/(b) print that moment and their CPU time
+contender consumes its first input record: (a)/(b)/(d) print that moment and their CPU time
 (`BENCH first_consumed=`); leadrouter reads with read_committed, so its input is pre-loaded
 inside one open Kafka transaction and the clock starts when the harness commits it, after
 the worker(s) reported /readyz (that counts the worker's first fetch against it). The clock
-stops when the harness's read_committed consumer receives the last output: for (a)/(b) the
+stops when the harness's read_committed consumer receives the last output: for (a)/(b)/(d) the
 N-th pass-through or dead-letter record; for leadrouter the last record on
 `<prefix>leads.routed.*` once every input is counted in `leadrouter_events_total` (all
 outcomes) and neither the routed count nor `leadrouter_batch_records_sum` has moved for a
@@ -30,7 +33,7 @@ VmHWM at the end of it.
 
 Latency, on the same (warm) process afterwards: the harness sends fresh simulator events at a
 fixed rate (default 2,000/s, after a warm-up that is not sampled), stamping `occurred_at` at
-send, and for every output that names a sent event (`event_id` for (a)/(b),
+send, and for every output that names a sent event (`event_id` for (a)/(b)/(d),
 `trigger_event_id` of `lead.assigned` and `lead.activity` for leadrouter) takes the consume
 time minus the send time. p50/p99 are nearest-rank over those samples; the offered rate
 achieved and how far the sender ever fell behind schedule are reported. The same consumer
@@ -50,6 +53,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -63,7 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import gcwatch, measure, procs, workload
+from bench import gcwatch, measure, procs, quix_venv, workload
 from bench import replay as replay_bench
 from bench.contenders import DEADLETTER, PASS_THROUGH_OUT
 from bench.measure import Gate, OutputWatch, wait_until
@@ -74,9 +78,10 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BASELINES = {
     "raw_aiokafka": ("bench.contenders.raw_aiokafka", "(a) raw aiokafka pass-through"),
     "faust_naive": ("bench.contenders.faust_naive", "(b) faust naive agent"),
+    "quix_streams": ("bench.contenders.quix_streams", "(d) quix streams exactly-once"),
 }
 LEADROUTER_LABEL = "(c) leadrouter worker"
-ALL_CONTENDERS = ("raw_aiokafka", "faust_naive", "leadrouter", "leadrouter_alo")
+ALL_CONTENDERS = ("raw_aiokafka", "faust_naive", "quix_streams", "leadrouter", "leadrouter_alo")
 ALO_LABEL = "(c) leadrouter at_least_once"
 BUSY_CORES = 0.25  # CPU that other work used during a window, in cores: above, figures are noisy
 TARGETS = {
@@ -304,9 +309,18 @@ def run_baseline(ctx: Context, name: str, tag: str) -> dict[str, Any]:
     gate.load(ctx.throughput.for_prefix(prefix))
     gate.open()
     outputs = [prefix + PASS_THROUGH_OUT, prefix + DEADLETTER]
-    watch = OutputWatch(ctx.bootstrap, outputs, from_start=True).start()
-    proc = procs.baseline(module, tag, ctx.bootstrap, prefix, f"{prefix}group", ctx.log(tag))
+    python, extra = procs.PYTHON, []
     result: dict[str, Any] = {"label": label, "prefix": prefix, "processes": 1}
+    if name == "quix_streams":  # its own venv (confluent-kafka<2.13), RocksDB state on disk
+        python = str(quix_venv.ensure(ctx.say))
+        state_dir = ctx.work / "quix-state" / tag
+        extra = ["--state-dir", str(state_dir)]
+        extra += ["--commit-interval", str(ctx.args.quix_commit_interval)]
+        result["commit_interval_s"] = ctx.args.quix_commit_interval
+    watch = OutputWatch(ctx.bootstrap, outputs, from_start=True).start()
+    proc = procs.baseline(
+        module, tag, ctx.bootstrap, prefix, f"{prefix}group", ctx.log(tag), python, extra
+    )
     try:
         proc.start()
         ctx.say(f"{name}: started (pid {proc.pid}); waiting for its first consumed record")
@@ -354,6 +368,9 @@ def run_baseline(ctx: Context, name: str, tag: str) -> dict[str, Any]:
         proc.stop()
         gate.abort()
     result["process"] = proc.rusage
+    done = re.search(r"BENCH done (.*)", proc.log_text())
+    if done:  # what the contender counted itself (quix_streams: state really used)
+        result["counted"] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", done.group(1))}
     return result
 
 
@@ -1046,6 +1063,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="replay benchmark stretch (default: --events; 0 skips it)",
+    )
+    p.add_argument(
+        "--quix-commit-interval",
+        type=float,
+        default=5.0,
+        help="(d) quix_streams: its commit_interval, s (Quix's default 5; exactly-once outputs"
+        " are visible at each commit)",
     )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--malformed-share", type=float, default=0.01)
