@@ -25,6 +25,7 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
             "--million",
             "--million-leads", "1500",
             "--expiry-seconds", "3",
+            "--quix-commit-interval", "0.5",  # (d)'s default 5 s would mostly be waiting
             "--results-dir", str(tmp_path),
         ],
         broker=kafka_broker,
@@ -32,7 +33,13 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
     printed = capsys.readouterr().out
 
     contenders = results["contenders"]
-    assert set(contenders) == {"raw_aiokafka", "faust_naive", "leadrouter", "leadrouter_alo"}
+    assert set(contenders) == {
+        "raw_aiokafka",
+        "faust_naive",
+        "quix_streams",
+        "leadrouter",
+        "leadrouter_alo",
+    }
     alo = contenders.pop("leadrouter_alo")  # latency only: what the transactions cost
     assert "error" not in alo, alo.get("error")
     assert alo["latency"]["samples"] > 0 and alo["latency"]["p99_ms"] > 0
@@ -45,8 +52,17 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
         assert r["latency"]["samples"] > 0 and r["latency"]["p99_ms"] > 0, name
         assert r["latency"]["offered_rate"] > 150, name
         assert r["label"] in printed
-    for name in ("raw_aiokafka", "faust_naive"):  # one output per input
+    for name in ("raw_aiokafka", "faust_naive", "quix_streams"):  # one output per input
         assert contenders[name]["throughput"]["outputs"] == 2000
+    quix = contenders["quix_streams"]
+    # its own venv, exactly-once: every latency event came out once (no duplicate, none lost)
+    assert quix["latency"]["outputs"] == quix["latency"]["sent"]
+    # what it counted itself: the malformed share to the dead-letter topic, the rest through
+    # the state, in which returning leads were seen more than once
+    counted = quix["counted"]
+    assert counted["outputs"] + counted["deadletter"] == 2000 + quix["latency"]["sent"]
+    assert 0 < counted["deadletter"] < 100
+    assert counted["max_touches"] > 1
     lr = contenders["leadrouter"]["throughput"]
     assert lr["events_counted"] == 2000
     assert lr["outputs"] > 0  # routed outputs were consumed and counted
@@ -61,8 +77,8 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
     assert million["peak_rss_mib"] > 0 and million["data_dir_mib_running"] > 0
     assert million["expiry"]["leads_expired"] == 1500  # every lead, by its timer
     assert "leads removed by their timers" in printed
-    for key in ("leadrouter / raw_aiokafka (events/s)", "leadrouter / faust_naive (events/s)"):
-        assert results["ratios"][key] > 0
+    for name in ("raw_aiokafka", "faust_naive", "quix_streams"):
+        assert results["ratios"][f"leadrouter / {name} (events/s)"] > 0
     assert results["workload"]["events"] == 2000 and results["machine"]["nproc"]
     assert results["broker"]["version"]
 
