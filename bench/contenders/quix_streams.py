@@ -9,8 +9,8 @@ sends them: no key or not a JSON object), then a stateful `apply` that reads and
 values of the lead's state (a touch count and the time it was last seen), adds the count to
 the event, and `to_topic` to the output (JSON). Everything else is Quix's defaults, among them
 its commit interval (5 s): with exactly-once, outputs become visible to read_committed
-consumers when a checkpoint commits, so that interval is also its latency floor
-(`--commit-interval` to try another).
+consumers when a checkpoint commits, so that interval is most of its latency (`concat`'s
+timestamp alignment adds about a second: bench/README.md; `--commit-interval` to try another).
 
 Runs in its own virtualenv (`.venv-quix`, bench/quix_venv.py): quixstreams pins
 confluent-kafka<2.13, leadrouter confluent-kafka~=2.16. It imports nothing of leadrouter.
@@ -55,21 +55,25 @@ def build(
     first = [True]
     seen = {"deadletter": 0, "outputs": 0, "max_touches": 0}
 
-    def decode(value: bytes) -> Any:
+    def decode(value: bytes, key: bytes | None, timestamp: int, headers: Any) -> Any:
+        """The event as a dict, or the record's bytes unchanged if it has no key or is not a
+        JSON object (a dead letter)."""
         if first[0]:
             report_first_consumed()
             first[0] = False
+        if key is None:
+            return value
         try:
             data = orjson.loads(value)
         except orjson.JSONDecodeError:
             return value
         return data if isinstance(data, dict) else value
 
-    def valid(value: Any, key: Any, timestamp: int, headers: Any) -> bool:
-        return key is not None and isinstance(value, dict)
+    def valid(value: Any) -> bool:
+        return isinstance(value, dict)
 
-    def invalid(value: Any, key: Any, timestamp: int, headers: Any) -> bool:
-        if valid(value, key, timestamp, headers):
+    def invalid(value: Any) -> bool:
+        if isinstance(value, dict):
             return False
         seen["deadletter"] += 1
         return True
@@ -90,13 +94,11 @@ def build(
     sdf = frames[0]
     for other in frames[1:]:
         sdf = sdf.concat(other)
-    sdf = sdf.apply(decode)
+    sdf = sdf.apply(decode, metadata=True)
     # Two branches of the decoded stream (Quix's branching): bad records out as they came in,
     # good ones through the lead's state to the output.
-    sdf.filter(invalid, metadata=True).apply(
-        lambda v: v if isinstance(v, bytes) else orjson.dumps(v)
-    ).to_topic(deadletter)
-    sdf.filter(valid, metadata=True).apply(touch, stateful=True).to_topic(out)
+    sdf.filter(invalid).to_topic(deadletter)
+    sdf.filter(valid).apply(touch, stateful=True).to_topic(out)
     return app, seen
 
 
