@@ -195,9 +195,6 @@ class DictState(dict):  # type: ignore[type-arg]
     def delete(self, key: str) -> None:
         self.pop(key, None)
 
-    def settle(self, key: str) -> None:
-        pass  # kept decoded: nothing to encode early
-
 
 # A lead's last few published routings are kept (routed, then handed out or reassigned).
 KEPT_ROUTINGS = 4
@@ -342,9 +339,6 @@ class DiskState:
     def delete(self, key: str) -> None:
         self.hot[key] = None
         self.changed.add(key)
-
-    def settle(self, key: str) -> None:
-        pass  # kept decoded: nothing to encode early
 
     def flush(self) -> None:
         """At a chunk's end: once enough was touched, the previous generation leaves memory

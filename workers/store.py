@@ -19,7 +19,6 @@ import orjson
 
 CHECKPOINT = b"\x00checkpoint"
 Value = dict[str, Any]
-MISSING: Any = object()
 
 
 class Backend(Protocol):
@@ -173,11 +172,8 @@ class PartitionState:
         )
         self.cache_size = cache_size
         self.dirty: set[str] = set()
-        self.touched: list[str] = []  # read or written since the last settle
-        self.encoded: dict[str, bytes | None] = {}  # dirty values encoded when settled
 
     def get(self, key: str) -> Value | None:
-        self.touched.append(key)
         values = self.values
         if key in values:
             return values[key]
@@ -190,46 +186,20 @@ class PartitionState:
     def put(self, key: str, value: Value) -> None:
         self.values[key] = value
         self.dirty.add(key)
-        self.touched.append(key)
 
     def delete(self, key: str) -> None:
         self.values[key] = None
         self.dirty.add(key)
-        self.touched.append(key)
-
-    def settle(self, key: str) -> None:
-        """The handler of the message for `key` is done: encode that value now, while its
-        objects are still in the processor's cache. A lead is a tree of small dicts and
-        lists; encoded at the batch's end instead, spread over a heap far larger than the
-        cache, it costs several times as much. Other values the handler touched (a queue's
-        desk, an expiry bucket) change many times per batch and are encoded once, at its
-        end; an early encoding of theirs is dropped, since they may have changed."""
-        touched, encoded = self.touched, self.encoded
-        for other in touched:
-            if other != key:
-                encoded.pop(other, None)
-        touched.clear()
-        if key in self.dirty:
-            value = self.values[key]
-            encoded[key] = None if value is None else orjson.dumps(value)
 
     def pending(self) -> dict[bytes, bytes | None]:
         """The batch's changes, encoded once each: what goes to the changelog and the store.
-        Taking them starts the next batch's set, which may be built while this one commits.
-        A value read or written since it was settled is encoded again: it may have changed."""
-        values, encoded, dumps = self.values, self.encoded, orjson.dumps
-        for key in self.touched:
-            encoded.pop(key, None)
-        self.touched = []
-        writes = {}
-        for key in self.dirty:
-            raw = encoded.get(key, MISSING)
-            if raw is MISSING:
-                value = values[key]
-                raw = None if value is None else dumps(value)
-            writes[key.encode()] = raw
+        Taking them starts the next batch's set, which may be built while this one commits."""
+        values = self.values
+        writes = {
+            key.encode(): None if values[key] is None else orjson.dumps(values[key])
+            for key in self.dirty
+        }
         self.dirty = set()
-        self.encoded = {}
         return writes
 
     def commit(self, writes: dict[bytes, bytes | None], checkpoint: int | None) -> None:

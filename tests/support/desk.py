@@ -33,9 +33,6 @@ class DictState:
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
-    def settle(self, key: str) -> None:
-        pass  # kept decoded: nothing to encode early
-
 
 class Facts:
     """A Recorder that counts what the core reports, keyed by method and arguments."""

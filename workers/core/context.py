@@ -42,9 +42,6 @@ class State(Protocol):
     def get(self, key: str) -> dict[str, Any] | None: ...
     def put(self, key: str, value: dict[str, Any]) -> None: ...
     def delete(self, key: str) -> None: ...
-    def settle(self, key: str) -> None:
-        """The handler of the message for `key` is done with it: a store may encode that
-        value now, while it is still in the processor's cache."""
 
 
 class Recorder(Protocol):

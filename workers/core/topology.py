@@ -413,8 +413,6 @@ class Topology:
         self.handling = p  # reset by the caller of the next message
         try:
             self.handlers[type(message)](key, message, state, effects)
-            if not key.startswith(QUEUE_DESK):  # a desk is a queue's whole line, changed
-                state.settle(key)  # by many messages a batch: encoded once, at its end
         except Exception as exc:  # a bug must not stop the stream: park the message
             log.exception("internal message for partition %d failed", p)
             why = f"{type(exc).__name__}: {exc}"
