@@ -225,7 +225,12 @@ class Worker:
                     pass
         self.consumer = self.accounts_reader = self.config_reader = None
         if self.committer is not None and not self.abandoned:
-            self.committer.producer.flush(5)
+            try:
+                self.committer.producer.flush(5)
+            except KafkaException as exc:  # fenced or otherwise fatal: it cannot deliver
+                # Its open transaction is aborted by the broker, and the batch is read
+                # again by the next session, whose new producer takes the next epoch.
+                log.warning("producer closed without flushing: %s", exc)
         self.committer = None
         self.abandoned = False
         self.partitions.drop_all()
