@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,11 +381,12 @@ def _wait_processed(
     expected: int,
     timeout: float,
     quiet: float = 1.0,
+    progress: Callable[[float], None] | None = None,
 ) -> float:
     """Until every input is counted in `leadrouter_events_total` (all outcomes) and then
     nothing moved for `quiet` seconds: no routed output and no record processed (the sum of
     `leadrouter_batch_records`, which also counts the internal hand-overs between workers).
-    Returns the events counted."""
+    `progress` is told the events counted at each look. Returns the events counted."""
     end = time.monotonic() + timeout
     last: tuple[float, int] = (-1.0, -1)
     still_since = time.monotonic()
@@ -393,6 +394,8 @@ def _wait_processed(
         metrics = [w.metrics() for w in workers]
         counted = sum(m.get("leadrouter_events_total", 0.0) for m in metrics)
         processed = sum(m.get("leadrouter_batch_records_sum", 0.0) for m in metrics)
+        if progress is not None:
+            progress(counted)
         if watch is not None and watch.error:
             raise watch.error
         now = time.monotonic()
@@ -661,7 +664,15 @@ def run_million(ctx: Context) -> dict[str, Any]:
         started = time.time()
         worker.wait_ready()
         cpu0 = worker.cpu() or 0.0
-        _wait_processed([worker], None, count, max(600.0, count / 200), quiet=0)
+        marks = [count // 4, count // 2, count]  # 250k, 500k and 1M of the default
+        rss_by_leads: list[tuple[int, float | None]] = []
+
+        def sample(counted: float) -> None:
+            """RSS as the leads grow: flat when the state is on disk, not in memory."""
+            while marks and counted >= marks[0]:
+                rss_by_leads.append((marks.pop(0), _mib(worker.memory().get("VmRSS"))))
+
+        _wait_processed([worker], None, count, max(600.0, count / 200), 0, sample)
         elapsed = time.time() - started
         metrics = worker.metrics()
         mem = worker.memory()
@@ -675,6 +686,7 @@ def run_million(ctx: Context) -> dict[str, Any]:
                 "leads_routed": int(metrics.get("leadrouter_leads_routed_total", 0)),
                 "rss_mib": _mib(mem.get("VmRSS")),
                 "peak_rss_mib": _mib(mem.get("VmHWM")),
+                "rss_mib_by_leads": rss_by_leads,
                 "data_dir_mib_running": round(measure.dir_bytes(data_dir) / 2**20, 1),
             }
         )
@@ -895,6 +907,11 @@ def table(results: dict[str, Any]) -> str:
                 f"{_fmt(mil.get('data_dir_mib_after_stop'), '.0f')} MiB after stop; "
                 f"processed in {_fmt(mil.get('seconds_to_process'), '.0f')} s "
                 f"({_fmt(mil.get('events_per_s_incl_start'))} events/s incl. start)",
+                "RSS as the leads grow: "
+                + ", ".join(
+                    f"{leads:,} leads {_fmt(rss, '.0f')} MiB"
+                    for leads, rss in mil.get("rss_mib_by_leads") or []
+                ),
             ]
             exp = mil.get("expiry") or {}
             lines.append(

@@ -75,6 +75,9 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
     assert "error" not in million, million.get("error")
     assert million["leads_generated"] == 1500
     assert million["peak_rss_mib"] > 0 and million["data_dir_mib_running"] > 0
+    grown = million["rss_mib_by_leads"]  # RSS when a quarter, half and all were counted
+    assert [leads for leads, _ in grown] == [375, 750, 1500] and all(r > 0 for _, r in grown)
+    assert "RSS as the leads grow: 375 leads" in printed
     assert million["expiry"]["leads_expired"] == 1500  # every lead, by its timer
     assert "leads removed by their timers" in printed
     for name in ("raw_aiokafka", "faust_naive", "quix_streams"):
