@@ -31,6 +31,7 @@ from workers.runtime.lag import LagGauge
 from workers.runtime.outbox import Outbox
 from workers.runtime.sink import DETAIL_LIMIT, KafkaSink, deadletter_headers
 from workers.runtime.timers import Timers
+from workers.runtime.worker import kafka_failure
 from workers.settings import Settings, load_config
 from workers.store import MemoryBackend, PartitionState, RocksBackend
 
@@ -858,3 +859,19 @@ def test_lag_of_a_topic_no_longer_fetched_is_not_left_stale():
     revoked = partition_stats(0, "none", app_offset=100, hi_offset=1100)
     gauge(stats(topic_stats("marketing.ad-clicks", revoked)))
     assert lag_of(metrics, "marketing.ad-clicks") == 0
+
+
+def test_a_fatal_error_reported_as_a_system_error_is_a_kafka_failure():
+    """confluent-kafka raises a producer's fatal error from flush(); a delivery callback that
+    runs after it turns it into a SystemError caused by it (seen when a worker is fenced)."""
+    fenced = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    try:
+        try:
+            raise fenced
+        except KafkaException as cause:
+            raise SystemError("delivered() returned a result with an exception set") from cause
+    except SystemError as wrapped:
+        assert kafka_failure(wrapped)
+    assert kafka_failure(fenced)
+    assert not kafka_failure(SystemError("a bug of our own"))
+    assert not kafka_failure(ValueError("not Kafka"))

@@ -54,6 +54,14 @@ TIMERS_PER_LOOK = 200
 TIMERS_PER_TURN = 5
 
 
+def kafka_failure(exc: BaseException) -> bool:
+    """A Kafka failure, also when confluent-kafka reports it as a SystemError: a delivery
+    callback that ran after flush or poll had raised the producer's fatal error (fenced)."""
+    return isinstance(exc, (KafkaException, KafkaPythonError)) or (
+        isinstance(exc, SystemError) and isinstance(exc.__cause__, KafkaException)
+    )
+
+
 class Worker:
     def __init__(
         self,
@@ -121,7 +129,9 @@ class Worker:
                 try:
                     self._session()
                     backoff = 1.0
-                except (KafkaException, KafkaPythonError) as exc:
+                except (KafkaException, KafkaPythonError, SystemError) as exc:
+                    if not kafka_failure(exc):
+                        raise
                     log.error("Kafka session failed (%s); restarting in %.0f s", exc, backoff)
                     self._teardown()
                     self.stopping.wait(backoff)
@@ -227,10 +237,13 @@ class Worker:
         if self.committer is not None and not self.abandoned:
             try:
                 self.committer.producer.flush(5)
-            except KafkaException as exc:  # fenced or otherwise fatal: it cannot deliver
-                # Its open transaction is aborted by the broker, and the batch is read
-                # again by the next session, whose new producer takes the next epoch.
-                log.warning("producer closed without flushing: %s", exc)
+            except (KafkaException, SystemError) as exc:
+                # Fenced or otherwise fatal: it cannot deliver. Its open transaction is
+                # aborted by the broker, and the batch is read again by the next session,
+                # whose new producer takes the next epoch.
+                if not kafka_failure(exc):
+                    raise
+                log.warning("producer closed without flushing: %s", exc.__cause__ or exc)
         self.committer = None
         self.abandoned = False
         self.partitions.drop_all()
