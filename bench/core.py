@@ -17,7 +17,6 @@ import cProfile
 import pstats
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,23 +77,13 @@ def run_batch(
     settle_garbage()
 
 
-@dataclass
-class Rig:
-    """A worker's batch code over the workload, with no broker."""
-
-    topology: Topology
-    states: dict[int, PartitionState]
-    sink: KafkaSink
-    committer: Committer
-    metrics: Metrics
-    producer: CountingProducer
-    work: list[list[Message]]
-
-    def run_batch(self, batch: list[Message]) -> None:
-        run_batch(self.topology, self.states, self.sink, self.committer, self.metrics, batch)
-
-
-def rig(events: int, batch: int, seed: int) -> Rig:
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--profile", action="store_true", help="print the top of a cProfile run")
+    args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config_dir = workload.always_open_config(Path(tmp) / "config")
         config = workload.config_for(config_dir, "127.0.0.1:9", "bench.")
@@ -113,25 +102,13 @@ def rig(events: int, batch: int, seed: int) -> Rig:
         Clients(s, "bench"), "at_least_once", prefix + cat.CHANGELOG, producer=producer
     )
     sink = KafkaSink(committer, Timers(), prefix + cat.INTERNAL, prefix + cat.DEADLETTER)
-    work = batches(config, events, batch, seed)
-    return Rig(topology, states, sink, committer, metrics, producer, work)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=100_000)
-    ap.add_argument("--batch", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--profile", action="store_true", help="print the top of a cProfile run")
-    args = ap.parse_args()
-    r = rig(args.events, args.batch, args.seed)
-    producer = r.producer
+    work = batches(config, args.events, args.batch, args.seed)
     profiler = cProfile.Profile() if args.profile else None
     started = time.process_time()
     if profiler:
         profiler.enable()
-    for batch in r.work:
-        r.run_batch(batch)
+    for batch in work:
+        run_batch(topology, states, sink, committer, metrics, batch)
     if profiler:
         profiler.disable()
     cpu = time.process_time() - started
