@@ -55,12 +55,16 @@ def ensure(say: Callable[[str], None] | None = None) -> Path:
     python = venv / "bin" / "python"
     wanted = _wanted()
     stamp = venv / STAMP
-    if stamp.is_file() and stamp.read_text().strip() == wanted and python.exists():
+
+    def current() -> bool:
+        return stamp.is_file() and stamp.read_text().strip() == wanted and python.exists()
+
+    if current():
         return python
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{venv}.lock", "w") as lock:  # two runs at once: one installs, one waits
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.is_file() and stamp.read_text().strip() == wanted and python.exists():
+        if current():  # the other run made it meanwhile
             return python
         if say:
             say(f"creating {venv} for the Quix Streams contender (pinned, once)")

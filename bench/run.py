@@ -672,7 +672,7 @@ def run_million(ctx: Context) -> dict[str, Any]:
             while marks and counted >= marks[0]:
                 rss_by_leads.append((marks.pop(0), _mib(worker.memory().get("VmRSS"))))
 
-        _wait_processed([worker], None, count, max(600.0, count / 200), 0, sample)
+        _wait_processed([worker], None, count, max(600.0, count / 200), quiet=0, progress=sample)
         elapsed = time.time() - started
         metrics = worker.metrics()
         mem = worker.memory()
