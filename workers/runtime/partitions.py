@@ -106,6 +106,36 @@ class Partitions:
             return None
         return start
 
+    def _log_ends(self, reader: Consumer, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """Each partition's first offset and the end its restore must reach: the end of the
+        log, not of what is committed so far. A read_committed reader's watermark is the
+        last stable offset, which stops at a transaction still open: the previous owner's
+        last batch, committed but its markers not yet written (the broker answers EndTxn
+        first), or a dead member's batch, aborted at its transaction timeout. A restore
+        that ended there would miss the first kind for good, while the group's offsets
+        move past its input, so the restore waits until such a transaction ends."""
+        tps = [TopicPartition(self.changelog_topic, p) for p in partitions]
+        ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=30) for tp in tps}
+        if not self.read_committed:
+            return ends
+        everything = Consumer(self.clients.reader("restore", read_committed=False))
+        try:
+            for tp in tps:
+                low, stable = ends[tp.partition]
+                _, end = everything.get_watermark_offsets(tp, timeout=30)
+                if end > stable:
+                    log.info(
+                        "partition %d: a transaction is open in the changelog at offset %d"
+                        " (log end %d): the restore waits until it commits or aborts",
+                        tp.partition,
+                        stable,
+                        end,
+                    )
+                    ends[tp.partition] = (low, end)
+        finally:
+            everything.close()
+        return ends
+
     def _fill(self, backends: dict[int, Any]) -> tuple[dict[int, int], dict[int, bytes]]:
         """Read each partition's changelog up to its end into its backend; returns how
         many records each applied, and the partitions whose log ends in a run a crash cut
@@ -118,9 +148,9 @@ class Partitions:
         try:
             ends: dict[int, int] = {}
             assignment = []
+            log_ends = self._log_ends(reader, list(backends))
             for p, backend in backends.items():
-                tp = TopicPartition(self.changelog_topic, p)
-                low, high = reader.get_watermark_offsets(tp, timeout=30)
+                low, high = log_ends[p]
                 start = self._start(p, backend, low, high)
                 if high > (start if start is not None else low):
                     ends[p] = high
