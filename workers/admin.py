@@ -127,9 +127,9 @@ def drift(config: Config) -> list[str]:
             problems.append(f"{spec.name}: missing")
             continue
         if have["partitions"] != spec.partitions:
-            problems.append(
-                f"{spec.name}: {have['partitions']} partitions, catalogue says {spec.partitions}"
-            )
+            line = f"{spec.name}: {have['partitions']} partitions, catalogue says {spec.partitions}"
+            fixed = not spec.public and have["partitions"] < spec.partitions
+            problems.append(f"{line}; {FIXED_PARTITIONS}" if fixed else line)
         for key, want in spec.config.items():
             if key not in have["config"]:
                 continue
@@ -185,16 +185,26 @@ def apply(
     return done
 
 
+# Why the state topics keep the partition count they were created with.
+FIXED_PARTITIONS = (
+    "state is partitioned by key over these partitions (crc32(key) % partitions), so more "
+    "would part leads, visitors and queue desks from their state; left as is (docs/scaling.md)"
+)
+
+
 def _grow(
     admin: KafkaAdminClient, specs: list[TopicSpec], actual: dict[str, dict[str, Any]]
 ) -> list[str]:
-    """Raise partition counts to the catalogue's; never lower them (Kafka cannot)."""
+    """Raise partition counts to the catalogue's; never lower them (Kafka cannot), and never
+    raise those of the internal topic and the changelog (FIXED_PARTITIONS)."""
     done = []
-    grow = {
-        s.name: s.partitions
-        for s in specs
-        if s.name in actual and actual[s.name]["partitions"] < s.partitions
-    }
+    short = [s for s in specs if s.name in actual and actual[s.name]["partitions"] < s.partitions]
+    for s in short:
+        if not s.public:
+            line = f"{s.name}: {actual[s.name]['partitions']} partitions, catalogue says "
+            done.append(line + f"{s.partitions}; {FIXED_PARTITIONS}")
+            log.warning("%s", done[-1])
+    grow = {s.name: s.partitions for s in short if s.public}
     if grow:
         try:
             admin.create_partitions(grow)

@@ -80,6 +80,42 @@ def test_topics_apply_is_idempotent_and_check_reports_drift(kafka_broker):
     assert f"{prefix}leads.deadletter: 8 partitions" in after.output
 
 
+def test_topics_apply_raises_partitions_but_never_those_of_state(kafka_broker):
+    """More partitions for the inputs and outputs; the internal topic and the changelog keep
+    theirs, since state is owned by crc32(key) % partitions (docs/scaling.md)."""
+    prefix = unique("grow") + "."
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+        "LEADROUTER_TOPIC_PREFIX": prefix,
+    }
+    assert run(["topics", "apply"], env).exit_code == 0
+    grown = run(["topics", "apply"], {**env, "LEADROUTER_PARTITIONS": "8"})
+    assert grown.exit_code == 0, grown.output
+    assert f"{prefix}marketing.form-fills: partitions raised to 8" in grown.output
+    for state in ("leadrouter.internal", "leadrouter.state-changelog"):
+        assert f"{prefix}{state}: 6 partitions, catalogue says 8; state is partitioned" in (
+            grown.output
+        )
+    names = [f"{prefix}marketing.form-fills", f"{prefix}leadrouter.state-changelog"]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap_servers)
+    try:  # the broker's metadata may answer the growth late
+        wait_until(
+            lambda: (
+                {t["name"]: len(t["partitions"]) for t in admin.describe_topics(names)}
+                == {names[0]: 8, names[1]: 6}
+            ),
+            30,
+            "form fills at 8 partitions, the changelog still at 6",
+        )
+    finally:
+        admin.close()
+    check = run(["topics", "check"], {**env, "LEADROUTER_PARTITIONS": "8"})
+    assert check.exit_code == 1
+    assert f"{prefix}leadrouter.internal: 6 partitions, catalogue says 8; state is" in (
+        check.output
+    )
+
+
 def test_accounts_load_rejects_a_bad_file(kafka_broker, tmp_path: Path):
     bad = tmp_path / "accounts.csv"
     bad.write_text("domain,name,employees\nacme.com,Acme,lots\n")
