@@ -176,6 +176,37 @@ def _high(consumer: Consumer, tp: TopicPartition, timeout: float = 30) -> int:
             time.sleep(0.2)
 
 
+def count_records(bootstrap: str, topic: str, timeout: float = 60) -> int:
+    """Committed records on `topic` now (read_committed, from the start to each partition's
+    end); transaction markers and aborted records are not counted."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-count",  # assign() only: never joins or commits
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        _partitions(consumer, [topic])
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {p: _high(consumer, TopicPartition(topic, p)) for p in meta.partitions}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        left = {p for p, end in ends.items() if end > 0}
+        count = 0
+        deadline = time.monotonic() + timeout
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"counting {topic}: partitions {sorted(left)} not read")
+            count += sum(1 for m in consumer.consume(10000, 0.2) if m.error() is None)
+            for tp in consumer.position([TopicPartition(topic, p) for p in left]):
+                if tp.offset >= ends[tp.partition]:
+                    left.discard(tp.partition)
+        return count
+    finally:
+        consumer.close()
+
+
 @dataclass
 class OutputWatch:
     """Consumes a contender's output topics on a thread (read_committed) and counts them.

@@ -12,7 +12,9 @@ Contenders, each its own process on its own copy of the same pre-loaded topics (
   (d) quix_streams  a stateful Quix Streams application, exactly-once, RocksDB state: decode,
                     two state reads and writes per lead, one output per event; run from its
                     own venv .venv-quix (bench/quix_venv.py), bench/contenders/quix_streams.py
-Then leadrouter again with two worker processes in one group (scale), and, with --million,
+Then leadrouter again with two and four worker processes in one group (scaling: events per
+CPU-second of the workers against one worker's, and the share of events whose lead is owned
+by another worker, so that they cross the internal topic), and, with --million,
 one worker with the RocksDB store after a million distinct leads (memory). Last, `leadrouter
 replay` (bench/replay.py): events/s per configuration and peak RSS, state in memory and on
 disk over the simulator's traffic, and through this broker (read with workers.history); with
@@ -89,7 +91,24 @@ TARGETS = {
     "ratio_to_raw": 0.5,
     "p99_ms": 100.0,
     "rate": 2_000,
+    # Events per CPU-second of N workers in one group against one worker's (issue 14).
+    "scaling_efficiency": 0.9,
 }
+
+
+def scale_label(processes: int) -> str:
+    return f"(c) leadrouter x{processes} procs"
+
+
+def scale_counts(text: str) -> list[int]:
+    """`--scale 2,4`: worker counts above one, each once, in order."""
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of worker counts: {text!r}") from None
+    if any(n < 2 for n in counts):
+        raise argparse.ArgumentTypeError(f"worker counts above one, as 2,4: {text!r}")
+    return counts
 
 
 @dataclass
@@ -490,7 +509,7 @@ def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> di
     n = ctx.throughput.count
     prefix, accounts, routed, gate = _preload_leadrouter(ctx, name)
     result: dict[str, Any] = {
-        "label": LEADROUTER_LABEL if processes == 1 else f"(c) leadrouter x{processes} procs",
+        "label": LEADROUTER_LABEL if processes == 1 else scale_label(processes),
         "prefix": prefix,
         "processes": processes,
         "store": "memory",
@@ -530,6 +549,9 @@ def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> di
         mems = [w.memory() for w in workers]
         elapsed = (watch.last_at or time.time()) - t0
         watch.stop()
+        # Records that crossed to another partition's owner through Kafka (the rest were
+        # handed over in memory): events whose lead another worker owns, and their answers.
+        crossed = measure.count_records(ctx.bootstrap, prefix + cat.INTERNAL)
         metrics = [w.metrics() for w in workers]
         batches = sum(m.get("leadrouter_batch_records_count", 0) for m in metrics)
         result["throughput"] = {
@@ -545,6 +567,9 @@ def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> di
             "events_per_s": _rate(n, elapsed),
             "cpu_seconds": round(sum(cpu1) - sum(cpu0), 2),
             "cpu_seconds_per_process": [round(b - a, 2) for a, b in zip(cpu0, cpu1, strict=True)],
+            "events_per_cpu_s": _rate(n, sum(cpu1) - sum(cpu0)),
+            "internal_records": crossed,
+            "internal_records_per_event": round(crossed / n, 3) if n else None,
             "cores_used": round((sum(cpu1) - sum(cpu0)) / elapsed, 2) if elapsed > 0 else None,
             "peak_rss_mib": max((_mib(m.get("VmHWM")) or 0.0) for m in mems),
             "peak_rss_mib_per_process": [_mib(m.get("VmHWM")) for m in mems],
@@ -791,7 +816,7 @@ def table(results: dict[str, Any]) -> str:
         "",
     ]
     named = [(n, results["contenders"].get(n)) for n in ALL_CONTENDERS]
-    named.append(("scale", results.get("scale")))
+    named += [(f"scale{n}", r) for n, r in (results.get("scale") or {}).items()]
     rows = [r for _, r in named if r]
     lr = ((results["contenders"].get("leadrouter") or {}).get("throughput") or {}).get(
         "events_per_s"
@@ -818,6 +843,7 @@ def table(results: dict[str, Any]) -> str:
             f"{_fmt(t.get('cpu_seconds'), '.1f'):>8}{_fmt(t.get('peak_rss_mib'), '.0f'):>14}"
             f"{_fmt(ratio, '.2f'):>17}"
         )
+    lines += scaling_table(results)
     lines += [
         "",
         "conditions: throughput run | latency run",
@@ -958,6 +984,32 @@ def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
+def scaling_table(results: dict[str, Any]) -> list[str]:
+    """One worker and each scaling run side by side, per CPU-second of the workers: on a
+    machine with fewer cores than workers that is the figure that says what a core buys."""
+    one = results["contenders"].get("leadrouter")
+    runs = [(1, one), *((int(n), r) for n, r in (results.get("scale") or {}).items())]
+    runs = [(n, r) for n, r in runs if r and not r.get("error") and r.get("throughput")]
+    if len(runs) < 2:
+        return []
+    base = runs[0][1]["throughput"].get("events_per_cpu_s") if runs[0][0] == 1 else None
+    head = (
+        f"{'workers':>8}{'events/s':>10}{'worker CPU s':>14}{'events/CPU-s':>14}"
+        f"{'/ 1 worker':>12}{'crossed/event':>15}{'broker CPU s':>14}{'batches':>9}"
+    )
+    lines = ["", "scaling: one group, same workload (throughput run)", head, "-" * len(head)]
+    for n, r in runs:
+        t = r["throughput"]
+        per_cpu = t.get("events_per_cpu_s")
+        lines.append(
+            f"{n:>8}{_fmt(t.get('events_per_s')):>10}{_fmt(t.get('cpu_seconds'), '.1f'):>14}"
+            f"{_fmt(per_cpu):>14}{_fmt(per_cpu / base if base and per_cpu else None, '.2f'):>12}"
+            f"{_fmt(t.get('internal_records_per_event'), '.2f'):>15}"
+            f"{_fmt(t.get('broker_cpu_seconds'), '.1f'):>14}{_fmt(t.get('batches')):>9}"
+        )
+    return lines
+
+
 def ratios_and_targets(results: dict[str, Any]) -> None:
     c = results["contenders"]
 
@@ -970,13 +1022,18 @@ def ratios_and_targets(results: dict[str, Any]) -> None:
         base = eps(c.get(name))
         if lr and base:
             ratios[f"leadrouter / {name} (events/s)"] = round(lr / base, 3)
-    two = eps(results.get("scale"))
-    if lr and two:
-        ratios["leadrouter 2 procs / 1 proc (events/s)"] = round(two / lr, 3)
+    one = (c.get("leadrouter") or {}).get("throughput") or {}
+    efficiency: dict[str, float | None] = {}
+    for n, run in (results.get("scale") or {}).items():
+        t = run.get("throughput") or {}
+        if lr and t.get("events_per_s"):
+            ratios[f"leadrouter {n} procs / 1 proc (events/s)"] = round(t["events_per_s"] / lr, 3)
+        if one.get("events_per_cpu_s") and t.get("events_per_cpu_s"):
+            efficiency[n] = round(t["events_per_cpu_s"] / one["events_per_cpu_s"], 3)
+            ratios[f"leadrouter {n} procs / 1 proc (events/CPU-s)"] = efficiency[n]
     results["ratios"] = ratios
     p99 = ((c.get("leadrouter") or {}).get("latency") or {}).get("p99_ms")
     ratio_raw = ratios.get("leadrouter / raw_aiokafka (events/s)")
-    scale = ratios.get("leadrouter 2 procs / 1 proc (events/s)")
     results["targets"] = {
         "events/s end to end": {
             "value": lr,
@@ -993,12 +1050,13 @@ def ratios_and_targets(results: dict[str, Any]) -> None:
             "target": "< 100",
             "pass": None if p99 is None else p99 < TARGETS["p99_ms"],
         },
-        "2 procs / 1 proc (near-linear)": {
-            "value": scale,
-            "target": "~2 (2 cores shared with broker)",
-            "pass": None,
-        },
     }
+    for n, value in efficiency.items():
+        results["targets"][f"events per worker CPU-s, {n} workers / 1"] = {
+            "value": value,
+            "target": f">= {TARGETS['scaling_efficiency']}",
+            "pass": value >= TARGETS["scaling_efficiency"],
+        }
     replayed = [
         r["per_configuration"][side]["events_per_s"]
         for r in (results.get("replay") or {}).get("runs") or []
@@ -1057,7 +1115,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-seconds", type=float, default=20, help="latency run length")
     p.add_argument("--warmup", type=float, default=2, help="latency run: unsampled warm-up s")
     p.add_argument("--contenders", default=",".join(ALL_CONTENDERS), help="comma-separated")
-    p.add_argument("--no-scale", action="store_true", help="skip the two-process run")
+    p.add_argument(
+        "--scale",
+        type=scale_counts,
+        default=[2, 4],
+        help="worker counts of the scaling runs beside the one-worker run (comma-separated)",
+    )
+    p.add_argument("--no-scale", action="store_true", help="skip the scaling runs")
     p.add_argument(
         "--repeat",
         type=int,
@@ -1154,7 +1218,7 @@ def run(args: argparse.Namespace, bootstrap: str, broker: dict[str, Any]) -> dic
         ctx.say("warming the broker up")
         results["broker_warmup"] = warm_broker(ctx)
         chosen = [n for n in ALL_CONTENDERS if n in args.contenders.split(",")]
-        scale = "leadrouter" in chosen and not args.no_scale
+        scale = [] if "leadrouter" not in chosen or args.no_scale else args.scale
         rounds: list[dict[str, Any]] = []
         for rnd in range(args.repeat):
             ran: dict[str, Any] = {}
@@ -1174,18 +1238,18 @@ def run(args: argparse.Namespace, bootstrap: str, broker: dict[str, Any]) -> dic
                     )
                     res = {"label": label, "error": f"{type(exc).__name__}: {exc}"}
                 ran[name] = res
-            if scale:
-                tag = "leadrouter2" if args.repeat == 1 else f"leadrouter2-r{rnd + 1}"
+            for n in scale:
+                tag = f"leadrouter{n}" if args.repeat == 1 else f"leadrouter{n}-r{rnd + 1}"
                 try:
-                    ran["scale"] = run_leadrouter(ctx, tag, 2, latency=False)
+                    ran[f"scale{n}"] = run_leadrouter(ctx, tag, n, latency=False)
                 except Exception as exc:
-                    ctx.say(f"two-process run FAILED: {exc}")
-                    ran["scale"] = {"label": "(c) leadrouter x2 procs", "error": str(exc)}
+                    ctx.say(f"{n}-process run FAILED: {exc}")
+                    ran[f"scale{n}"] = {"label": scale_label(n), "error": str(exc)}
             rounds.append(ran)
         for name in chosen:
             results["contenders"][name] = best_of([r[name] for r in rounds])
         if scale:
-            results["scale"] = best_of([r["scale"] for r in rounds])
+            results["scale"] = {str(n): best_of([r[f"scale{n}"] for r in rounds]) for n in scale}
         if args.repeat > 1:
             results["rounds"] = rounds
         if args.million:

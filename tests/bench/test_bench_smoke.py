@@ -22,6 +22,7 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
             "--latency-seconds", "2",
             "--warmup", "0.5",
             "--settle", "1",
+            "--scale", "2",  # make bench also runs four workers
             "--million",
             "--million-leads", "1500",
             "--expiry-seconds", "3",
@@ -67,10 +68,17 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
     assert lr["events_counted"] == 2000
     assert lr["outputs"] > 0  # routed outputs were consumed and counted
     assert lr["leads_routed"] > 0
-    scale = results["scale"]
+    assert set(results["scale"]) == {"2"}
+    scale = results["scale"]["2"]
     assert "error" not in scale, scale.get("error")
     assert scale["processes"] == 2 and scale["throughput"]["events_per_s"] > 0
     assert scale["throughput"]["outputs"] > 0
+    # one worker owns every partition, so nothing crosses the internal topic; two do not
+    assert lr["internal_records"] == 0
+    assert scale["throughput"]["internal_records"] > 0
+    assert results["ratios"]["leadrouter 2 procs / 1 proc (events/CPU-s)"] > 0
+    assert "events per worker CPU-s, 2 workers / 1" in results["targets"]
+    assert "scaling: one group, same workload" in printed
     million = results["million"]
     assert "error" not in million, million.get("error")
     assert million["leads_generated"] == 1500
