@@ -59,6 +59,7 @@ import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -537,7 +538,7 @@ def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> di
         window = Window(ctx, [w.pid for w in workers])
         ctx.say(f"{name}: {processes} worker(s) ready; committing the pre-loaded input")
         spy = None
-        if ctx.args.py_spy and processes == 1:
+        if ctx.args.py_spy:  # of a group, its first worker
             spy = _py_spy(ctx, f"{name}-throughput", workers[0].pid)
         t0 = gate.open()
         timeout = max(180.0, n / 500)
@@ -992,22 +993,51 @@ def scaling_table(results: dict[str, Any]) -> list[str]:
     runs = [(n, r) for n, r in runs if r and not r.get("error") and r.get("throughput")]
     if len(runs) < 2:
         return []
-    base = runs[0][1]["throughput"].get("events_per_cpu_s") if runs[0][0] == 1 else None
+    efficiency = results.get("scaling_efficiency") or {}
     head = (
         f"{'workers':>8}{'events/s':>10}{'worker CPU s':>14}{'events/CPU-s':>14}"
         f"{'/ 1 worker':>12}{'crossed/event':>15}{'broker CPU s':>14}{'batches':>9}"
     )
-    lines = ["", "scaling: one group, same workload (throughput run)", head, "-" * len(head)]
+    rounds = results["args"].get("repeat", 1)
+    within = f"; / 1 worker: median over {rounds} rounds of the ratio within each" * (rounds > 1)
+    lines = ["", f"scaling: one group, same workload (throughput run){within}"]
+    lines += [head, "-" * len(head)]
     for n, r in runs:
         t = r["throughput"]
-        per_cpu = t.get("events_per_cpu_s")
+        ratio = 1.0 if n == 1 else efficiency.get(str(n))
         lines.append(
             f"{n:>8}{_fmt(t.get('events_per_s')):>10}{_fmt(t.get('cpu_seconds'), '.1f'):>14}"
-            f"{_fmt(per_cpu):>14}{_fmt(per_cpu / base if base and per_cpu else None, '.2f'):>12}"
+            f"{_fmt(t.get('events_per_cpu_s')):>14}{_fmt(ratio, '.2f'):>12}"
             f"{_fmt(t.get('internal_records_per_event'), '.2f'):>15}"
             f"{_fmt(t.get('broker_cpu_seconds'), '.1f'):>14}{_fmt(t.get('batches')):>9}"
         )
     return lines
+
+
+def scaling_efficiency(results: dict[str, Any]) -> dict[str, float]:
+    """Events per worker CPU-second of each scaling run against one worker's, taken within
+    each round and the median over the rounds: the best of each contender's rounds would pair
+    runs from different moments of a noisy machine."""
+    rounds = results.get("rounds") or [
+        {
+            "leadrouter": results["contenders"].get("leadrouter"),
+            **{f"scale{n}": r for n, r in (results.get("scale") or {}).items()},
+        }
+    ]
+
+    def per_cpu(run: dict[str, Any] | None) -> float | None:
+        return ((run or {}).get("throughput") or {}).get("events_per_cpu_s")
+
+    out: dict[str, float] = {}
+    for n in results.get("scale") or {}:
+        ratios = [
+            b / a
+            for rnd in rounds
+            if (a := per_cpu(rnd.get("leadrouter"))) and (b := per_cpu(rnd.get(f"scale{n}")))
+        ]
+        if ratios:
+            out[n] = round(statistics.median(ratios), 3)
+    return out
 
 
 def ratios_and_targets(results: dict[str, Any]) -> None:
@@ -1022,16 +1052,15 @@ def ratios_and_targets(results: dict[str, Any]) -> None:
         base = eps(c.get(name))
         if lr and base:
             ratios[f"leadrouter / {name} (events/s)"] = round(lr / base, 3)
-    one = (c.get("leadrouter") or {}).get("throughput") or {}
-    efficiency: dict[str, float | None] = {}
+    efficiency = scaling_efficiency(results)
     for n, run in (results.get("scale") or {}).items():
         t = run.get("throughput") or {}
         if lr and t.get("events_per_s"):
             ratios[f"leadrouter {n} procs / 1 proc (events/s)"] = round(t["events_per_s"] / lr, 3)
-        if one.get("events_per_cpu_s") and t.get("events_per_cpu_s"):
-            efficiency[n] = round(t["events_per_cpu_s"] / one["events_per_cpu_s"], 3)
+        if n in efficiency:
             ratios[f"leadrouter {n} procs / 1 proc (events/CPU-s)"] = efficiency[n]
     results["ratios"] = ratios
+    results["scaling_efficiency"] = efficiency
     p99 = ((c.get("leadrouter") or {}).get("latency") or {}).get("p99_ms")
     ratio_raw = ratios.get("leadrouter / raw_aiokafka (events/s)")
     results["targets"] = {
