@@ -2,7 +2,8 @@
 id, or the broker aborted a transaction that outlived transaction.timeout.ms and bumped the
 epoch) starts a new session with a new producer and goes on routing, losing nothing and
 routing nobody twice. It used to exit: closing the fenced producer raised in the teardown
-that should have restarted the session (seen once in `make bench`)."""
+that should have restarted the session (seen once in `make bench`, then twice more in other
+forms). A fenced producer is now closed without a flush."""
 
 from __future__ import annotations
 
@@ -26,9 +27,7 @@ def test_a_fenced_worker_restarts_its_session_and_keeps_routing(rig: Rig, figure
     worker = rig.worker("w1", extra_env=env).launch().wait_ready()
     traffic = rig.traffic(mix, 800).start()  # busy: a fence finds produce requests in flight
     wait_until(lambda: mix.assigned_seen > 30, 60, "routing before the fence")
-    for fence in range(1, 7):  # until a fence has met produce requests in flight, twice at least
-        if fence > 2 and "producer closed without flushing" in worker.log_text():
-            break
+    for fence in range(1, 4):
         usurper = Producer(
             {"bootstrap.servers": rig.bootstrap, "transactional.id": f"{rig.group}-fenced-1"}
         )
@@ -51,5 +50,7 @@ def test_a_fenced_worker_restarts_its_session_and_keeps_routing(rig: Rig, figure
     assert result.lost == 0 and result.duplicated == 0, result.summary()
     assert result.assigned > 30 and result.deadletters > 0
     assert "Traceback" not in log, log[log.index("Traceback") :][:4000]
-    assert "producer closed without flushing" in log, "no fence met a produce in flight"
+    # a fenced producer is closed without a flush: confluent-kafka's flush of it has raised a
+    # SystemError with no exception set, which ended the process (a clean-clone run saw it)
+    assert "producer closed without flushing after a fatal error" in log, log[-4000:]
     figures(result.figures())

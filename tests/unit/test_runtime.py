@@ -31,7 +31,7 @@ from workers.runtime.lag import LagGauge
 from workers.runtime.outbox import Outbox
 from workers.runtime.sink import DETAIL_LIMIT, KafkaSink, deadletter_headers
 from workers.runtime.timers import Timers
-from workers.runtime.worker import kafka_failure
+from workers.runtime.worker import fatal_error, kafka_failure
 from workers.settings import Settings, load_config
 from workers.store import MemoryBackend, PartitionState, RocksBackend
 
@@ -875,3 +875,18 @@ def test_a_fatal_error_reported_as_a_system_error_is_a_kafka_failure():
     assert kafka_failure(fenced)
     assert not kafka_failure(SystemError("a bug of our own"))
     assert not kafka_failure(ValueError("not Kafka"))
+
+
+def test_a_fatal_producer_error_is_known_also_as_the_cause_of_a_system_error():
+    """After a fatal error the session's producer is closed without a flush (worker.py)."""
+    fenced = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    try:
+        try:
+            raise fenced
+        except KafkaException as cause:
+            raise SystemError("delivered() returned a result with an exception set") from cause
+    except SystemError as wrapped:
+        assert fatal_error(wrapped)
+    assert fatal_error(fenced)
+    assert not fatal_error(KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")))
+    assert not fatal_error(SystemError("returned NULL without setting an exception"))

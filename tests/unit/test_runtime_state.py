@@ -609,3 +609,22 @@ def test_accounts_load_ends_at_a_marker_while_another_partition_is_busy(logs, mo
     assert "acme.io" in book.by_domain and "globex.com" in book.by_domain
     waited = Reader.made[0].consumed * 0.5
     assert waited <= 2.5, f"waited {waited:.0f} s of LOAD_DEADLINE {reference.LOAD_DEADLINE:.0f}"
+
+
+def test_teardown_skips_the_flush_of_a_fatal_producer_and_survives_a_failing_one():
+    """confluent-kafka's flush of a fenced producer has raised a SystemError with no
+    exception set, which ended a worker that should have restarted its session."""
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "LEADROUTER_STORE": "memory"}
+    worker = Worker(load_config(env=env), serve_metrics=False)
+    flushed: list[float] = []
+
+    def flush(timeout: float) -> int:
+        flushed.append(timeout)
+        raise SystemError("<method 'flush' of 'cimpl.Producer' objects> returned NULL")
+
+    worker.committer = SimpleNamespace(producer=SimpleNamespace(flush=flush))  # type: ignore[assignment]
+    worker._teardown(flush=False)  # after a fatal error
+    assert flushed == [] and worker.committer is None
+    worker.committer = SimpleNamespace(producer=SimpleNamespace(flush=flush))  # type: ignore[assignment]
+    worker._teardown()  # any other session end: the flush is best effort
+    assert flushed == [5] and worker.committer is None

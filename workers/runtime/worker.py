@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from kafka.errors import KafkaError as KafkaPythonError
 
 from topics import catalogue as cat
@@ -60,6 +60,17 @@ def kafka_failure(exc: BaseException) -> bool:
     return isinstance(exc, (KafkaException, KafkaPythonError)) or (
         isinstance(exc, SystemError) and isinstance(exc.__cause__, KafkaException)
     )
+
+
+def fatal_error(exc: BaseException) -> bool:
+    """A fatal producer error (fenced, or another one librdkafka calls fatal), raised as it
+    is or as the cause of a SystemError: that producer can deliver nothing any more."""
+    for err in (exc, exc.__cause__):
+        if isinstance(err, KafkaException) and err.args:
+            code = err.args[0]
+            if isinstance(code, KafkaError) and code.fatal():
+                return True
+    return False
 
 
 class Worker:
@@ -133,7 +144,7 @@ class Worker:
                     if not kafka_failure(exc):
                         raise
                     log.error("Kafka session failed (%s); restarting in %.0f s", exc, backoff)
-                    self._teardown()
+                    self._teardown(flush=not fatal_error(exc))
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
         finally:
@@ -219,7 +230,10 @@ class Worker:
             self.clients, self.config_topic, self.local, self.metrics, self.refused_offsets
         )
 
-    def _teardown(self) -> None:
+    def _teardown(self, *, flush: bool = True) -> None:
+        """Close the session's clients. `flush=False` after a fatal producer error: such a
+        producer can deliver nothing, and confluent-kafka's flush of it has raised its fatal
+        error, a SystemError caused by it, and a SystemError with no exception at all."""
         readers = (
             self.consumer,
             self.accounts_reader.close() if self.accounts_reader else None,
@@ -234,15 +248,14 @@ class Worker:
                 except (KafkaException, RuntimeError):
                     pass
         self.consumer = self.accounts_reader = self.config_reader = None
-        if self.committer is not None and not self.abandoned:
+        # A producer that cannot deliver: its open transaction is aborted by the broker, and
+        # the batch is read again by the next session, whose new producer takes the next epoch.
+        if self.committer is not None and not self.abandoned and not flush:
+            log.warning("producer closed without flushing after a fatal error")
+        elif self.committer is not None and not self.abandoned:
             try:
                 self.committer.producer.flush(5)
-            except (KafkaException, SystemError) as exc:
-                # Fenced or otherwise fatal: it cannot deliver. Its open transaction is
-                # aborted by the broker, and the batch is read again by the next session,
-                # whose new producer takes the next epoch.
-                if not kafka_failure(exc):
-                    raise
+            except (KafkaException, SystemError) as exc:  # best effort: the session is over
                 log.warning("producer closed without flushing: %s", exc.__cause__ or exc)
         self.committer = None
         self.abandoned = False
