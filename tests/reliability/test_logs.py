@@ -129,7 +129,9 @@ def route_one(topics: Topics, email: str, timeout: float) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("fmt", ["text", "json"])
+# The JSON run takes as long as the text one (about 70 s) and its format is checked without
+# a broker below, so it runs with `make test-long`.
+@pytest.mark.parametrize("fmt", ["text", pytest.param("json", marks=pytest.mark.long)])
 def test_broker_away_ten_seconds_costs_a_few_log_lines(
     spare: ReferenceBroker, tmp_path: Path, fmt: str, figures: Any
 ) -> None:
