@@ -127,9 +127,9 @@ def drift(config: Config) -> list[str]:
             problems.append(f"{spec.name}: missing")
             continue
         if have["partitions"] != spec.partitions:
-            line = f"{spec.name}: {have['partitions']} partitions, catalogue says {spec.partitions}"
             fixed = not spec.public and have["partitions"] < spec.partitions
-            problems.append(f"{line}; {FIXED_PARTITIONS}" if fixed else line)
+            why = FIXED_PARTITIONS if fixed else None
+            problems.append(_partitions_differ(spec, have["partitions"], why))
         for key, want in spec.config.items():
             if key not in have["config"]:
                 continue
@@ -185,6 +185,11 @@ def apply(
     return done
 
 
+def _partitions_differ(spec: TopicSpec, have: int, why: str | None = None) -> str:
+    line = f"{spec.name}: {have} partitions, catalogue says {spec.partitions}"
+    return f"{line}; {why}" if why else line
+
+
 # Why the state topics keep the partition count they were created with.
 FIXED_PARTITIONS = (
     "state is partitioned by key over these partitions (crc32(key) % partitions), so more "
@@ -201,23 +206,19 @@ def _grow(
     short = [s for s in specs if s.name in actual and actual[s.name]["partitions"] < s.partitions]
     for s in short:
         if not s.public:
-            line = f"{s.name}: {actual[s.name]['partitions']} partitions, catalogue says "
-            done.append(line + f"{s.partitions}; {FIXED_PARTITIONS}")
+            done.append(_partitions_differ(s, actual[s.name]["partitions"], FIXED_PARTITIONS))
             log.warning("%s", done[-1])
-    grow = {s.name: s.partitions for s in short if s.public}
+    grow = [s for s in short if s.public]
     if grow:
         try:
-            admin.create_partitions(grow)
-            done += [f"{name}: partitions raised to {n}" for name, n in grow.items()]
+            admin.create_partitions({s.name: s.partitions for s in grow})
+            done += [f"{s.name}: partitions raised to {s.partitions}" for s in grow]
         except (IncompatibleBrokerVersion, UnsupportedVersionError):
             # Tansu 0.6 does not offer CreatePartitions at all.
-            for name, n in grow.items():
-                line = (
-                    f"{name}: {actual[name]['partitions']} partitions, catalogue says {n}; "
-                    "this broker cannot add partitions (no CreatePartitions), left as is"
-                )
-                log.warning("%s", line)
-                done.append(line)
+            for s in grow:
+                why = "this broker cannot add partitions (no CreatePartitions), left as is"
+                done.append(_partitions_differ(s, actual[s.name]["partitions"], why))
+                log.warning("%s", done[-1])
     for s in specs:
         if s.name in actual and actual[s.name]["partitions"] > s.partitions:
             done.append(f"{s.name}: has more partitions than the catalogue; left as is")
