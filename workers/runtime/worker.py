@@ -248,15 +248,17 @@ class Worker:
                 except (KafkaException, RuntimeError):
                     pass
         self.consumer = self.accounts_reader = self.config_reader = None
-        # A producer that cannot deliver: its open transaction is aborted by the broker, and
-        # the batch is read again by the next session, whose new producer takes the next epoch.
-        if self.committer is not None and not self.abandoned and not flush:
-            log.warning("producer closed without flushing after a fatal error")
-        elif self.committer is not None and not self.abandoned:
-            try:
-                self.committer.producer.flush(5)
-            except (KafkaException, SystemError) as exc:  # best effort: the session is over
-                log.warning("producer closed without flushing: %s", exc.__cause__ or exc)
+        if self.committer is not None and not self.abandoned:
+            # A producer that cannot deliver: its open transaction is aborted by the broker, and
+            # the batch is read again by the next session, whose new producer takes the next
+            # epoch.
+            if not flush:
+                log.warning("producer closed without flushing after a fatal error")
+            else:
+                try:
+                    self.committer.producer.flush(5)
+                except (KafkaException, SystemError) as exc:  # best effort: the session is over
+                    log.warning("producer closed without flushing: %s", exc.__cause__ or exc)
         self.committer = None
         self.abandoned = False
         self.partitions.drop_all()
