@@ -861,9 +861,10 @@ def test_lag_of_a_topic_no_longer_fetched_is_not_left_stale():
     assert lag_of(metrics, "marketing.ad-clicks") == 0
 
 
-def test_a_fatal_error_reported_as_a_system_error_is_a_kafka_failure():
-    """confluent-kafka raises a producer's fatal error from flush(); a delivery callback that
-    runs after it turns it into a SystemError caused by it (seen when a worker is fenced)."""
+def fenced_and_wrapped() -> tuple[KafkaException, SystemError]:
+    """A producer's fatal error as confluent-kafka raises it from flush(), and the SystemError
+    caused by it that a delivery callback running after it makes (seen when a worker is
+    fenced)."""
     fenced = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
     try:
         try:
@@ -871,7 +872,12 @@ def test_a_fatal_error_reported_as_a_system_error_is_a_kafka_failure():
         except KafkaException as cause:
             raise SystemError("delivered() returned a result with an exception set") from cause
     except SystemError as wrapped:
-        assert kafka_failure(wrapped)
+        return fenced, wrapped
+
+
+def test_a_fatal_error_reported_as_a_system_error_is_a_kafka_failure():
+    fenced, wrapped = fenced_and_wrapped()
+    assert kafka_failure(wrapped)
     assert kafka_failure(fenced)
     assert not kafka_failure(SystemError("a bug of our own"))
     assert not kafka_failure(ValueError("not Kafka"))
@@ -879,14 +885,8 @@ def test_a_fatal_error_reported_as_a_system_error_is_a_kafka_failure():
 
 def test_a_fatal_producer_error_is_known_also_as_the_cause_of_a_system_error():
     """After a fatal error the session's producer is closed without a flush (worker.py)."""
-    fenced = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
-    try:
-        try:
-            raise fenced
-        except KafkaException as cause:
-            raise SystemError("delivered() returned a result with an exception set") from cause
-    except SystemError as wrapped:
-        assert fatal_error(wrapped)
+    fenced, wrapped = fenced_and_wrapped()
+    assert fatal_error(wrapped)
     assert fatal_error(fenced)
     assert not fatal_error(KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")))
     assert not fatal_error(SystemError("returned NULL without setting an exception"))
