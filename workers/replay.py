@@ -11,6 +11,10 @@ How, and the choices made:
   broker is read once. This process holds every partition, so every hand-over between keys
   is handled at once in memory; nothing is produced to any topic, no consumer group is
   joined and no offset is committed (`workers.history` assigns partitions by hand).
+- Ingest (decoding and validating a record against its contract) reads no state and does
+  not depend on routing or scoring, so it is done once per record for both configurations
+  (`Replay.ingest`, at the clock each side will have); when the two would ingest differently
+  (another `ingest.max_event_bytes`), each does its own.
 - Topics read: the three marketing inputs and `sales.activities`. Sales activities change
   routing, not only the report: a closing activity frees its rep's open load (the
   least_loaded strategy), a first contact claims a lead waiting in a queue's line, and a
@@ -86,7 +90,7 @@ from workers.settings import Config
 
 if TYPE_CHECKING:
     from workers.core.enrich import AccountBook
-    from workers.core.topology import DeadLetter, Record, Topology
+    from workers.core.topology import DeadLetter, Ingested, Record, Topology
     from workers.erasures import Erasure
 
 # Above this many events in the stretch, state goes to RocksDB instead of dicts.
@@ -401,24 +405,30 @@ class Side:
         self.desk = Desk(self.routings, self.topology.routed_topics)
         self.cpu = 0.0
 
-    def feed(self, records: list[Record]) -> None:
+    def feed(self, records: list[Record], ingested: list[Ingested | None] | None = None) -> None:
         """Each record at its own time, after the timers (SLAs, queue desks' hand-outs) that
-        came due before it."""
+        came due before it. `ingested`: what ingest made of each record (`Replay.ingest`),
+        when it is shared with the other configuration."""
         started = time.process_time()
-        process = self.topology.process
+        topology = self.topology
+        process, process_ingested = topology.process, topology.process_ingested
         state_of = self.states.get
         desk, clock, timers = self.desk, self.clock, self.desk.timers
         now = clock.now
         one: list[Record] = [records[0]] if records else []
-        for record in records:
+        for i, record in enumerate(records):
             stamp = record.timestamp()[1] / 1000.0
             if stamp > now:
                 now = stamp
             if timers and timers[0][0] <= now:
                 self.fire(now)
             clock.now = now
-            one[0] = record
-            process(one, state_of, desk, now)
+            result = ingested[i] if ingested is not None else None
+            if result is None:
+                one[0] = record
+                process(one, state_of, desk, now)
+            else:
+                process_ingested(record, result, state_of, desk)
         for state in self.disk:
             state.flush()
         self.cpu += time.process_time() - started
@@ -544,6 +554,7 @@ class Facts:
     wall: float = 0.0
     cpu: float = 0.0  # the whole process, reading included
     sides: dict[str, float] = field(default_factory=dict)  # CPU seconds per configuration
+    ingest_cpu: float = 0.0  # decoding and validating the input, once for both
     store: str = "memory"
     peak_rss_mib: float = 0.0
 
@@ -573,6 +584,7 @@ class Replay:
             Side("candidate", self.candidate_config, accounts, self.work),
         ]
         self.facts = Facts(store="disk" if disk else "memory")
+        self._now = 0.0  # the clock `ingest` keeps, as each side's `EventClock` does
         self._wall = time.monotonic()
         self._cpu = time.process_time()
 
@@ -593,13 +605,33 @@ class Replay:
             for record in chunk:
                 topic = (record.topic() or "")[prefix:]
                 per_topic[topic] = per_topic.get(topic, 0) + 1
+            ingested = self.ingest(chunk)
             for side in self.sides:
-                side.feed(chunk)
+                side.feed(chunk, ingested)
             del chunk
             # Lead state is many long-lived objects: the young generations are collected and
             # the survivors kept out of full collections, as in the worker.
             gc.collect(1)
             gc.freeze()
+
+    def ingest(self, chunk: list[Record]) -> list[Ingested | None] | None:
+        """Each record decoded and validated once for both configurations, at the time each
+        side's clock will have for it (the latest timestamp so far); None when the two
+        would ingest differently (another size limit)."""
+        base, cand = (side.topology for side in self.sides)
+        if not base.same_ingest(cand):
+            return None
+        started = time.process_time()
+        ingested, now = base.ingested, self._now
+        out = []
+        for record in chunk:
+            stamp = record.timestamp()[1] / 1000.0
+            if stamp > now:
+                now = stamp
+            out.append(ingested(record, now))
+        self._now = now
+        self.facts.ingest_cpu += time.process_time() - started
+        return out
 
     def _unerased(self, records: Iterable[Record], prefix: int) -> Iterator[Record]:
         """The input events that are not an erased person's from before their erasure."""
@@ -904,6 +936,12 @@ def render_summary(report: dict[str, Any], facts: Facts, since: float, until: fl
         + ", ".join(
             f"{name} {facts.sides.get(name, 0):.1f} CPU s ({_n(facts.per_second(name))} events/s)"
             for name in SIDES
+        )
+        + (
+            f"; ingest once for both {facts.ingest_cpu:.1f} CPU s "
+            f"({_n(facts.events / facts.ingest_cpu)} events/s)"
+            if facts.ingest_cpu
+            else ""
         )
         + f"; state in {facts.store}, peak memory {facts.peak_rss_mib:.0f} MiB",
     ]

@@ -141,6 +141,27 @@ def test_same_configuration_twice_changes_nothing(base_dir: Path, traffic) -> No
     assert f"{len(traffic):,} events" in summary
 
 
+def test_ingest_shared_by_both_configurations_decides_as_each_its_own(
+    base_dir: Path, tmp_path: Path, traffic
+) -> None:
+    """Replay ingests each record once for both configurations; when the two would ingest
+    differently (another size limit) each ingests its own. Both ways decide the same."""
+    config = config_at(base_dir)
+    shared, rp = run(config, config, traffic, START + 60)
+    assert rp.facts.ingest_cpu > 0
+    roomier = edit(
+        always_open_config(tmp_path / "roomier"),
+        "settings.yaml",
+        lambda d: d.setdefault("ingest", {}).__setitem__("max_event_bytes", 10 * 1024 * 1024),
+    )
+    apart, rp = run(config, config_at(roomier), traffic, START + 60)
+    assert rp.facts.ingest_cpu == 0  # not shared: each configuration ingested its records
+    for report in (shared, apart):
+        for side in ("baseline", "candidate"):
+            report[side].pop("config")
+    assert shared == apart and shared["baseline"]["routed"] > 100
+
+
 def test_higher_mql_threshold_routes_fewer_leads_by_score(
     base_dir: Path, tmp_path: Path, traffic
 ) -> None:

@@ -18,6 +18,7 @@ def test_replay_bench_runs_both_stores(capsys) -> None:
         assert r["events"] == 2000 and r["leads"] > 0
         for side in ("baseline", "candidate"):
             assert r["per_configuration"][side]["events_per_s"] > 0
+        assert r["ingest_events_per_s"] > 0  # the shared ingest is measured apart
         # the candidate's higher MQL threshold routes fewer leads
         per = r["per_configuration"]
         assert per["candidate"]["routed"] < per["baseline"]["routed"]
@@ -25,3 +26,4 @@ def test_replay_bench_runs_both_stores(capsys) -> None:
         assert r["peak_rss_mib"] >= r["rss_before_mib"] > 0
     assert runs[0]["changed_count"] == runs[1]["changed_count"]  # disk decides as memory
     assert "sim, memory" in printed and "sim, disk" in printed and "peak RSS" in printed
+    assert "ingest/s" in printed

@@ -63,6 +63,8 @@ log = logging.getLogger("leadrouter.topology")
 INTERNAL_LABEL = "internal"
 
 Handler = Callable[[str, Any, State, Effects], None]
+# What ingest makes of an input record: the owner's key and its message, or why it is invalid.
+Ingested = tuple[str, Message] | Invalid
 
 
 class Record(Protocol):
@@ -343,6 +345,43 @@ class Topology:
                 self._erasure(record, state_of, sink)
             return
         result = ingest(kind, record.value(), now, self.max_bytes)
+        self._route(record, topic, result, state_of, sink)
+
+    def ingested(self, record: Record, now: float) -> Ingested | None:
+        """What ingest makes of an input record (None: not an input topic's). It reads no
+        state, so replay takes it once for both configurations (`same_ingest`)."""
+        kind = self.input_kinds.get(record.topic())  # type: ignore[arg-type]
+        if kind is None:
+            return None
+        return ingest(kind, record.value(), now, self.max_bytes)
+
+    def same_ingest(self, other: Topology) -> bool:
+        """Whether `other` ingests every record as this one does (topics and size limit)."""
+        return self.input_kinds == other.input_kinds and self.max_bytes == other.max_bytes
+
+    def process_ingested(
+        self,
+        record: Record,
+        result: Ingested,
+        state_of: Callable[[int], State | None],
+        sink: Sink,
+    ) -> None:
+        """`process` of one input record whose ingest (`ingested`) is already done."""
+        self._local.clear()
+        self.handling = None
+        self._route(record, record.topic(), result, state_of, sink)  # type: ignore[arg-type]
+        if self._local:
+            self._drain(state_of, sink)
+
+    def _route(
+        self,
+        record: Record,
+        topic: str,
+        result: Ingested,
+        state_of: Callable[[int], State | None],
+        sink: Sink,
+    ) -> None:
+        """An ingested record to its owner, or to dead letters with why it is invalid."""
         if isinstance(result, Invalid):
             label = self.topic_label[topic]
             self.recorder.invalid(label, result.reason)
