@@ -168,9 +168,9 @@ class PartitionState:
 
     A value is encoded for the changelog when the handler that put it settles, while the
     handler's work has it in the CPU's caches: encoding all of a batch's leads at its end
-    costs several times as much, each lead a chain of cache misses. A value put again later
-    in the batch, and the records many messages change (`CHANGED_BY_MANY`), are encoded at
-    the batch's end, once."""
+    costs several times as much, each lead a chain of cache misses. A lead put again later in
+    the batch is encoded again then (two encodings in cache cost less than one out of it);
+    the large records many messages change (`CHANGED_BY_MANY`) once, at the batch's end."""
 
     def __init__(self, partition: int, backend: Backend, cache_size: int = 20_000) -> None:
         self.partition = partition
@@ -182,7 +182,7 @@ class PartitionState:
         self.cache_size = cache_size
         self.dirty: set[str] = set()
         self.settling: list[str] = []  # put since the last `settle`
-        self.encoded: dict[str, bytes | None] = {}  # this batch's; None: at its end
+        self.encoded: dict[str, bytes | None] = {}  # this batch's, settled; None: deleted
 
     def get(self, key: str) -> Value | None:
         values = self.values
@@ -202,11 +202,9 @@ class PartitionState:
     def settle(self) -> None:
         values, encoded = self.values, self.encoded
         for key in self.settling:
-            if encoded.get(key, MISSING) is MISSING and not key.startswith(CHANGED_BY_MANY):
+            if not key.startswith(CHANGED_BY_MANY):
                 value = values[key]
                 encoded[key] = None if value is None else orjson.dumps(value)
-            else:
-                encoded[key] = None  # changed again (or by many): encoded at the end
         self.settling.clear()
 
     def delete(self, key: str) -> None:

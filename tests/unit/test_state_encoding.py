@@ -94,8 +94,8 @@ def test_each_batch_writes_its_values_as_they_stand_at_its_end() -> None:
         desks += sum(key.startswith("q:") for _, key in due)
         slas += sum(key.startswith("ld_") for _, key in due)
         for state in states.values():
-            settled += sum(v is not None for v in state.encoded.values())
-            late += sum(v is None for v in state.encoded.values())
+            settled += sum(state.encoded.get(key) is not None for key in state.dirty)
+            late += sum(key not in state.encoded for key in state.dirty)
             writes = state.pending()
             for key, value in writes.items():
                 now = state.values[key.decode()]
