@@ -20,7 +20,6 @@ import orjson
 from workers.core.context import CHANGED_BY_MANY
 
 CHECKPOINT = b"\x00checkpoint"
-MISSING: Any = object()
 Value = dict[str, Any]
 
 
