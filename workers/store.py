@@ -181,7 +181,7 @@ class PartitionState:
         self.cache_size = cache_size
         self.dirty: set[str] = set()
         self.settling: list[str] = []  # put since the last `settle`
-        self.encoded: dict[str, bytes | None] = {}  # this batch's, settled; None: deleted
+        self.encoded: dict[str, bytes] = {}  # this batch's values, encoded as they settled
 
     def get(self, key: str) -> Value | None:
         values = self.values
@@ -201,9 +201,9 @@ class PartitionState:
     def settle(self) -> None:
         values, encoded = self.values, self.encoded
         for key in self.settling:
-            if not key.startswith(CHANGED_BY_MANY):
-                value = values[key]
-                encoded[key] = None if value is None else orjson.dumps(value)
+            value = values[key]  # None: deleted since, which `pending` writes as such
+            if value is not None and not key.startswith(CHANGED_BY_MANY):
+                encoded[key] = orjson.dumps(value)
         self.settling.clear()
 
     def delete(self, key: str) -> None:
