@@ -199,9 +199,6 @@ class DictState(dict):  # type: ignore[type-arg]
     def delete(self, key: str) -> None:
         self.pop(key, None)
 
-    def settle(self) -> None:
-        pass  # nothing is encoded
-
 
 # A lead's last few published routings are kept (routed, then handed out or reassigned).
 KEPT_ROUTINGS = 4
@@ -346,9 +343,6 @@ class DiskState:
     def delete(self, key: str) -> None:
         self.hot[key] = None
         self.changed.add(key)
-
-    def settle(self) -> None:
-        pass  # values are encoded when they leave memory
 
     def flush(self) -> None:
         """At a chunk's end: once enough was touched, the previous generation leaves memory

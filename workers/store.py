@@ -17,8 +17,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from workers.core.context import CHANGED_BY_MANY
-
 CHECKPOINT = b"\x00checkpoint"
 Value = dict[str, Any]
 
@@ -163,13 +161,7 @@ class RocksBackend:
 
 class PartitionState:
     """The desk's State for one partition: decoded values kept between batches (all of them
-    for the memory backend, the most recent `cache_size` for RocksDB), writes per batch.
-
-    A value is encoded for the changelog when the handler that put it settles, while the
-    handler's work has it in the CPU's caches: encoding all of a batch's leads at its end
-    costs several times as much, each lead a chain of cache misses. A lead put again later in
-    the batch is encoded again then (two encodings in cache cost less than one out of it);
-    the large records many messages change (`CHANGED_BY_MANY`) once, at the batch's end."""
+    for the memory backend, the most recent `cache_size` for RocksDB), writes per batch."""
 
     def __init__(self, partition: int, backend: Backend, cache_size: int = 20_000) -> None:
         self.partition = partition
@@ -180,8 +172,6 @@ class PartitionState:
         )
         self.cache_size = cache_size
         self.dirty: set[str] = set()
-        self.settling: list[str] = []  # put since the last `settle`
-        self.encoded: dict[str, bytes] = {}  # this batch's values, encoded as they settled
 
     def get(self, key: str) -> Value | None:
         values = self.values
@@ -196,15 +186,6 @@ class PartitionState:
     def put(self, key: str, value: Value) -> None:
         self.values[key] = value
         self.dirty.add(key)
-        self.settling.append(key)
-
-    def settle(self) -> None:
-        values, encoded = self.values, self.encoded
-        for key in self.settling:
-            value = values[key]  # None: deleted since, which `pending` writes as such
-            if value is not None and not key.startswith(CHANGED_BY_MANY):
-                encoded[key] = orjson.dumps(value)
-        self.settling.clear()
 
     def delete(self, key: str) -> None:
         self.values[key] = None
@@ -213,15 +194,11 @@ class PartitionState:
     def pending(self) -> dict[bytes, bytes | None]:
         """The batch's changes, encoded once each: what goes to the changelog and the store.
         Taking them starts the next batch's set, which may be built while this one commits."""
-        self.settle()
-        values, encoded = self.values, self.encoded
+        values = self.values
         writes = {
-            key.encode(): None
-            if values[key] is None
-            else encoded.get(key) or orjson.dumps(values[key])
+            key.encode(): None if values[key] is None else orjson.dumps(values[key])
             for key in self.dirty
         }
-        encoded.clear()
         self.dirty = set()
         return writes
 

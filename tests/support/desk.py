@@ -33,9 +33,6 @@ class DictState:
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
-    def settle(self) -> None:
-        pass  # a value is copied when it is put
-
 
 class Facts:
     """A Recorder that counts what the core reports, keyed by method and arguments."""

@@ -24,10 +24,6 @@ from workers.settings import Config
 VISITOR = "v:"
 QUEUE_DESK = "q:"
 SLA_TIMER = "s:"
-EXPIRY = "x:"  # a second's expiry timer (workers/core/privacy.py)
-# Records that many messages of one batch change (a queue's desk, a second's expiry timer):
-# a store encodes them once, at the batch's end, not each time a handler settles.
-CHANGED_BY_MANY = (QUEUE_DESK, EXPIRY)
 
 
 def visitor_key(anonymous_id: str) -> str:
@@ -46,10 +42,6 @@ class State(Protocol):
     def get(self, key: str) -> dict[str, Any] | None: ...
     def put(self, key: str, value: dict[str, Any]) -> None: ...
     def delete(self, key: str) -> None: ...
-    def settle(self) -> None:
-        """The handler of one message is done with the values it put (every change to a
-        value is followed by its `put`): a store may encode them now, while they are still
-        in the CPU's caches, rather than at the end of the batch."""
 
 
 class Recorder(Protocol):

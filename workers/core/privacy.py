@@ -25,18 +25,11 @@ from typing import Any
 
 from topics.messages import ExpiryDue, Forget, Release
 from workers.core import sla
-from workers.core.context import (
-    EXPIRY,
-    QUEUE_DESK,
-    VISITOR,
-    Context,
-    Effects,
-    State,
-    queue_desk_key,
-)
+from workers.core.context import QUEUE_DESK, VISITOR, Context, Effects, State, queue_desk_key
 from workers.core.context import visitor_key as visitor_key_of
 
 ERASED = "erased"
+EXPIRY = "x:"
 _DUE_DIGITS = 12
 DAY = 86400.0
 CHUNK = 1000  # keys in one timer record: about 30 KB

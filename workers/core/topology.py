@@ -452,7 +452,6 @@ class Topology:
         self.handling = p  # reset by the caller of the next message
         try:
             self.handlers[type(message)](key, message, state, effects)
-            state.settle()
         except Exception as exc:  # a bug must not stop the stream: park the message
             log.exception("internal message for partition %d failed", p)
             why = f"{type(exc).__name__}: {exc}"
