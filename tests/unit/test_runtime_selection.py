@@ -69,6 +69,8 @@ class FakeConsumer:
         self.calls.append(("consume", num_messages, timeout))
         assert self.clock.now < 1010.0, "still waiting after 10 s"  # a wait without bound
         out = self.fetches.popleft() if self.fetches else []
+        if callable(out):  # a rebalance callback runs inside the call, then its records
+            out = out()
         assert len(out) <= num_messages
         if not out:
             self.clock.now += timeout
@@ -83,7 +85,8 @@ class FakeConsumer:
     def poll(self, timeout: float) -> Msg | None:
         self.calls.append(("poll", None, timeout))
         if self.first:
-            return self.first.popleft()
+            first = self.first.popleft()
+            return first() if callable(first) else first
         self.clock.now += timeout
         return None
 
@@ -296,3 +299,66 @@ def test_after_an_assignment_an_end_not_known_yet_is_waited_for(clock):
     records, _ = select(consumer).next_batch()
     assert order(records) == [(CLICKS, 6), (FORMS, 40)]
     assert clock.now - 1000.0 < CLICK_WAIT
+
+
+def revoking(chosen: Selection, revoked: list[tuple[str, int]], *then: Msg) -> Any:
+    """A consumer call in which the worker's revocation callback runs, then returns `then`
+    (records of the assignment as it is after the callback)."""
+
+    def call() -> list[Msg]:
+        chosen.revoked([TopicPartition(t, p) for t, p in revoked])
+        return list(then)
+
+    return call
+
+
+def test_records_gathered_before_a_revocation_are_not_handled(clock):
+    # The group rebalances while a visitor's form waits for its click: the form's partition
+    # and an e-mail partition go to another member, which reads them from the committed
+    # offsets. Handling them here would commit offsets past records nobody handled.
+    consumer = FakeConsumer(clock, [form(40, ts=8000), Msg(EMAILS, 1, 5, ts=7000)])
+    consumer.assigned = [(CLICKS, 0)]
+    consumer.high[(CLICKS, 0)] = 7
+    consumer.positions[(CLICKS, 0)] = 6
+    chosen = select(consumer)
+    consumer.fetches.append(
+        revoking(chosen, [(FORMS, 0), (EMAILS, 1)], Msg(INTERNAL, 2, 9, ts=7500))
+    )
+    consumer.fetches.append([click(6, ts=7990)])
+    records, fetched = chosen.next_batch()
+    assert order(records) == [(INTERNAL, 9), (CLICKS, 6)]
+    assert fetched == 2
+
+
+def test_a_partition_revoked_and_assigned_again_is_read_once(clock):
+    # An eager rebalance revokes every partition, then assigns some back; those are read
+    # again from the committed offset, so the copies gathered before are dropped and the
+    # records the call returned after the callback are kept.
+    consumer = FakeConsumer(clock, [form(40, ts=8000), Msg(EMAILS, 0, 3, ts=7000)])
+    consumer.assigned = [(CLICKS, 0)]
+    consumer.high[(CLICKS, 0)] = 7
+    consumer.positions[(CLICKS, 0)] = 6
+    chosen = select(consumer)
+    consumer.fetches.append(
+        revoking(
+            chosen,
+            [(FORMS, 0), (EMAILS, 0), (CLICKS, 0)],
+            form(40, ts=8000),
+            Msg(EMAILS, 0, 3, ts=7000),
+        )
+    )
+    consumer.fetches.append([click(6, ts=7990)])
+    records, _ = chosen.next_batch()
+    assert order(records) == [(EMAILS, 3), (CLICKS, 6), (FORMS, 40)]
+
+
+def test_a_revocation_during_the_wait_for_the_first_record_keeps_that_record(clock):
+    # The partition was revoked and assigned back inside the poll: its record is read
+    # from the committed offset, after the callback.
+    consumer = FakeConsumer(clock, [], [Msg(EMAILS, 0, 4, ts=31)])
+    chosen = select(consumer, batch_size=10)
+    consumer.first.append(
+        lambda: (chosen.revoked([TopicPartition(EMAILS, 0)]), Msg(EMAILS, 0, 3, ts=30))[1]
+    )
+    records, _ = chosen.next_batch()
+    assert order(records) == [(EMAILS, 3), (EMAILS, 4)]

@@ -7,20 +7,29 @@ visitor is handled, the ad-click partitions are read up to the form's send time 
 CLICK_WAIT; an end not known yet, as after a restart, is waited for), and the batch is
 handled in send-time order: an ad click goes ahead of the form fill that followed it, and
 gives the lead its first touch.
+
+A batch is gathered over several consumer calls, and the group can rebalance during any of
+them (the rebalance callbacks run inside `consume` and `poll`). Records gathered before a
+revocation belong to partitions that another member now reads from the committed offsets, or
+that this one reads again from there (an eager rebalance revokes everything first): they are
+dropped, never handled, or the batch's commit would move the group past records nobody
+handled. librdkafka itself drops the outdated records of the call the rebalance happened in.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import time
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 # At most this long for the ad clicks before a form that names a visitor: after a restart
 # the click partitions' first fetch (offsets, then records) can take a few hundred ms.
 CLICK_WAIT = 1.0
 FIRST_RECORD_WAIT = 0.1
 VISITOR_FIELD = b'"anonymous_id"'
+log = logging.getLogger("leadrouter.worker")
 
 
 def _sent_at(msg: Message) -> int:
@@ -62,18 +71,29 @@ class Selection:
         self.forms_topic = forms_topic
         self.clicks_topic = clicks_topic
         self.click_seen: dict[int, int] = {}
+        self._revoked: set[tuple[str, int]] = set()
+
+    def revoked(self, partitions: list[TopicPartition]) -> None:
+        """The worker's revocation callback (also for lost partitions) tells selection, so
+        the batch being gathered drops what it holds from them."""
+        self._revoked.update((tp.topic, tp.partition) for tp in partitions)
+        for tp in partitions:
+            if tp.topic == self.clicks_topic:
+                self.click_seen.pop(tp.partition, None)
 
     def next_batch(self) -> tuple[list[Message], int]:
         """The next batch in handling order, without error events; and how many records
         the consumer returned (a full batch means a backlog)."""
-        consumer = self.consumer
-        batch = consumer.consume(self.batch_size, 0)
+        batch: list[Message] = []
+        self._consume(batch, self.batch_size, 0)
         if not batch:
-            first = consumer.poll(FIRST_RECORD_WAIT)
+            first = self.consumer.poll(FIRST_RECORD_WAIT)
+            self._revoked.clear()  # `first` is of the assignment as it is after the call
             if first is None:
                 return [], 0
-            batch = [first, *consumer.consume(self.batch_size - 1, 0)]
-        batch = self._await_clicks(batch)
+            batch.append(first)
+            self._consume(batch, self.batch_size - 1, 0)
+        self._await_clicks(batch)
         fetched = len(batch)
         records = []
         for msg in batch:
@@ -84,8 +104,9 @@ class Selection:
                 raise KafkaException(err)
         return in_send_order(records), fetched
 
-    def _await_clicks(self, batch: list[Message]) -> list[Message]:
-        """Costs nothing when the click topic is caught up."""
+    def _await_clicks(self, batch: list[Message]) -> None:
+        """Reads on until the ad clicks sent before a visitor's form are in the batch.
+        Costs nothing when the click topic is caught up."""
         forms = self.forms_topic
         waiting = [
             m.timestamp()[1]
@@ -94,14 +115,29 @@ class Selection:
         ]
         self._note_clicks(batch)
         if not waiting:
-            return batch
+            return
         since = max(waiting)
         deadline = time.monotonic() + CLICK_WAIT
         while not self._clicks_read_to(since) and time.monotonic() < deadline:
-            more = self.consumer.consume(self.batch_size, 0.005)
-            self._note_clicks(more)
-            batch.extend(more)
-        return batch
+            self._note_clicks(self._consume(batch, self.batch_size, 0.005))
+
+    def _consume(self, batch: list[Message], count: int, timeout: float) -> list[Message]:
+        """More records for the batch being gathered; when partitions were revoked during the
+        call, first what the batch held from them is dropped (the records of the call itself
+        are of the current assignment)."""
+        more = self.consumer.consume(count, timeout)
+        if self._revoked:
+            gone, self._revoked = self._revoked, set()
+            held = len(batch)
+            batch[:] = [m for m in batch if (m.topic(), m.partition()) not in gone]
+            if held > len(batch):
+                log.info(
+                    "rebalance while a batch was gathered: %d records of revoked partitions"
+                    " left to be read again from the committed offsets",
+                    held - len(batch),
+                )
+        batch.extend(more)
+        return more
 
     def _note_clicks(self, messages: list[Message]) -> None:
         clicks = self.clicks_topic

@@ -102,6 +102,7 @@ class Worker:
         self.topology: Topology | None = None
         self.stopping = threading.Event()
         self.consumer: Consumer | None = None
+        self.selection: Selection | None = None
         self.committer: Committer | None = None
         self.accounts_reader: AccountsReader | None = None
         self.config_reader: ConfigReader | None = None
@@ -178,6 +179,13 @@ class Worker:
             partitions,
             defer_hand_overs=not self.exactly_once,
         )
+        prefix = self.settings.kafka.topic_prefix
+        selection = self.selection = Selection(
+            self.consumer,
+            self.settings.ingest.batch_size,
+            prefix + cat.FORM_FILLS,
+            prefix + cat.AD_CLICKS,
+        )
         topics = [*self.input_topics, self.internal_topic]
         self.consumer.subscribe(
             topics, on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_revoke
@@ -187,13 +195,6 @@ class Worker:
             self.clients.instance,
             len(topics),
             "exactly_once" if self.exactly_once else "at_least_once",
-        )
-        prefix = self.settings.kafka.topic_prefix
-        selection = Selection(
-            self.consumer,
-            self.settings.ingest.batch_size,
-            prefix + cat.FORM_FILLS,
-            prefix + cat.AD_CLICKS,
         )
         trimmed = time.monotonic()
         while not self.stopping.is_set():
@@ -248,6 +249,7 @@ class Worker:
                 except (KafkaException, RuntimeError):
                     pass
         self.consumer = self.accounts_reader = self.config_reader = None
+        self.selection = None
         if self.committer is not None and not self.abandoned:
             # A producer that cannot deliver: its open transaction is aborted by the broker, and
             # the batch is read again by the next session, whose new producer takes the next
@@ -297,6 +299,8 @@ class Worker:
         self.committer.send_now(outputs)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.selection is not None:  # the batch being gathered drops their records
+            self.selection.revoked(partitions)
         for tp in partitions:
             if tp.topic == self.internal_topic:
                 self.partitions.drop(tp.partition)
