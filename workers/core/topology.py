@@ -406,7 +406,10 @@ class Topology:
         self, record: Record, state_of: Callable[[int], State | None], sink: Sink
     ) -> None:
         partition: int = record.partition()  # type: ignore[assignment]
-        if state_of(partition) is None:  # not ours any more: a rebalance raced this batch
+        if state_of(partition) is None:
+            # Not ours. The worker's record selection drops the records of a partition
+            # revoked while the batch was gathered, since handling none of them while the
+            # batch's commit moves past them would lose them; none should arrive here.
             return
         raw_key = record.key()
         key = raw_key.decode() if raw_key else ""
