@@ -4,7 +4,11 @@ previous owner's last batch (committed, its markers not yet written) or a dead m
 (aborted at its transaction timeout). The group's offsets move past the first kind's
 input, so a restore that stopped short of it would lose that batch's state for good; this
 was seen once as 71 touches missing from their leads' dedupe memory after a rebalance with
-a member killed (test_rebalance.py)."""
+a member killed (test_rebalance.py).
+
+A worker that starts while a dead member's transaction is still open must not take it for a
+broker whose transactions cannot be read: with `auto` it would run at_least_once in a group
+that runs exactly_once (seen as 16 touches published twice in test_rebalance.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from tests.support.worker import unique, wait_until
 from topics import catalogue as cat
 from workers.runtime.clients import Clients
+from workers.runtime.commit import Committer
 from workers.runtime.partitions import Partitions
 from workers.runtime.timers import Timers
 from workers.settings import load_config
@@ -84,3 +89,24 @@ def test_a_restore_waits_for_a_transaction_open_in_the_changelog(
     assert state.get("lead-1") == {"n": 2 if ending == "commit" else 1}
     assert state.get("lead-2") == {"n": 1}
     owned.drop_all()
+
+
+def test_a_transaction_left_open_does_not_turn_a_new_worker_to_at_least_once(
+    kafka_bootstrap: str,
+) -> None:
+    changelog = unique("o") + "." + cat.CHANGELOG
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for done in admin.create_topics([NewTopic(changelog, 3, 1)]).values():
+        done.result(30)
+    dead = transactional(kafka_bootstrap)  # a member killed mid-batch: never ends it
+    dead.begin_transaction()
+    dead.produce(changelog, orjson.dumps({"n": 1}), b"lead-1", 0)
+    assert dead.flush(30) == 0
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "LEADROUTER_STORE": "memory"}
+    settings = load_config(env=env).settings
+    committer = Committer(Clients(settings, unique("host")), "auto", changelog)
+    try:
+        assert committer.exactly_once, "a transaction left open was taken for unusable ones"
+    finally:
+        committer.producer.flush(10)
+        dead.abort_transaction(30)

@@ -132,12 +132,13 @@ class Committer:
         """Some Kafka-compatible brokers accept transactions but never expose them to
         read_committed readers: commit a tombstone to the changelog and read it back."""
         delivered: list[Message] = []
+        partition = self._probe_partition()
         producer.begin_transaction()
         producer.produce(
             self.changelog_topic,
             None,
             PROBE_KEY,
-            0,
+            partition,
             on_delivery=lambda err, msg: delivered.append(msg) if err is None else None,
         )
         producer.commit_transaction(30)
@@ -145,7 +146,7 @@ class Committer:
             return False
         reader = Consumer(self.clients.reader("probe", read_committed=True))
         try:
-            reader.assign([TopicPartition(self.changelog_topic, 0, delivered[0].offset())])
+            reader.assign([TopicPartition(self.changelog_topic, partition, delivered[0].offset())])
             end = time.monotonic() + 10
             while time.monotonic() < end:
                 for msg in reader.consume(10, 0.5):
@@ -154,6 +155,29 @@ class Committer:
             return False
         finally:
             reader.close()
+
+    def _probe_partition(self) -> int:
+        """A changelog partition that no transaction holds open now: its last stable offset
+        is its end. A member that died mid-batch holds its transaction open until the broker
+        aborts it (up to `transaction.timeout.ms` and the broker's check interval later), and
+        a read_committed reader reads nothing past it meanwhile: a probe behind it would time
+        out and take a dead member for a broker without usable transactions, and this worker
+        would run at_least_once in a group that runs exactly_once. Partition 0 when none is
+        found (a broker that does not report the last stable offset, as the embedded one)."""
+        committed = Consumer(self.clients.reader("probe", read_committed=True))
+        everything = Consumer(self.clients.reader("probe", read_committed=False))
+        try:
+            meta = everything.list_topics(self.changelog_topic, timeout=10)
+            for p in sorted(meta.topics[self.changelog_topic].partitions):
+                tp = TopicPartition(self.changelog_topic, p)
+                _, stable = committed.get_watermark_offsets(tp, timeout=10)
+                _, end = everything.get_watermark_offsets(tp, timeout=10)
+                if stable == end:
+                    return p
+            return 0
+        finally:
+            committed.close()
+            everything.close()
 
     # ------------------------------------------------------------------ one batch
     def begin(self, batch: list[Message], consumer: Consumer) -> list[TopicPartition]:
