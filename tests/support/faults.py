@@ -914,7 +914,15 @@ def audit(
             continue
         if len(got_dead) > 1:
             a.duplicated += len(got_dead) - 1
-            a.problem(f"invalid record {key!r} dead-lettered {len(got_dead)} times")
+            # Where each copy came from and where it landed: one source offset dead-lettered
+            # again is the worker's doing; copies of the input, the producer's.
+            where = ", ".join(
+                f"{r.headers.get('source.partition', b'?').decode()}"
+                f"@{r.headers.get('source.offset', b'?').decode()}"
+                f" -> {r.partition}@{r.offset}"
+                for r in got_dead
+            )
+            a.problem(f"invalid record {key!r} dead-lettered {len(got_dead)} times: {where}")
         rec = got_dead[0]
         headers = {k: v.decode("utf-8", "replace") for k, v in rec.headers.items()}
         if headers.get("error.reason") != reason:
