@@ -433,6 +433,7 @@ def test_auto_falls_back_to_at_least_once_without_transactions(monkeypatch, plai
 
 
 def test_auto_falls_back_when_a_committed_probe_is_never_delivered(monkeypatch, plain_clients):
+    monkeypatch.setattr(Committer, "_probe_partition", lambda self: 0)  # the broker's part
     made: list[FakeProducer] = []
 
     def producer(conf: dict[str, Any]) -> FakeProducer:
@@ -449,6 +450,7 @@ def test_auto_falls_back_when_a_committed_probe_is_never_delivered(monkeypatch, 
 
 
 def test_auto_uses_transactions_when_the_probe_reads_back(monkeypatch, plain_clients):
+    monkeypatch.setattr(Committer, "_probe_partition", lambda self: 0)  # the broker's part
     made: list[FakeProducer] = []
     readers: list[Any] = []
 

@@ -163,21 +163,28 @@ class Committer:
         a read_committed reader reads nothing past it meanwhile: a probe behind it would time
         out and take a dead member for a broker without usable transactions, and this worker
         would run at_least_once in a group that runs exactly_once. Partition 0 when none is
-        found (a broker that does not report the last stable offset, as the embedded one)."""
+        found (a broker that does not report the last stable offset, as the embedded one) or
+        the offsets cannot be had (a topic just made: "not leader for partition" for a while),
+        as before: a question about where to probe must not decide the guarantee."""
         committed = Consumer(self.clients.reader("probe", read_committed=True))
         everything = Consumer(self.clients.reader("probe", read_committed=False))
         try:
             meta = everything.list_topics(self.changelog_topic, timeout=10)
             for p in sorted(meta.topics[self.changelog_topic].partitions):
                 tp = TopicPartition(self.changelog_topic, p)
-                _, stable = committed.get_watermark_offsets(tp, timeout=10)
-                _, end = everything.get_watermark_offsets(tp, timeout=10)
+                try:
+                    _, stable = committed.get_watermark_offsets(tp, timeout=10)
+                    _, end = everything.get_watermark_offsets(tp, timeout=10)
+                except KafkaException:
+                    continue
                 if stable == end:
                     return p
-            return 0
+        except KafkaException as exc:
+            log.info("changelog offsets not known (%s): probing partition 0", exc)
         finally:
             committed.close()
             everything.close()
+        return 0
 
     # ------------------------------------------------------------------ one batch
     def begin(self, batch: list[Message], consumer: Consumer) -> list[TopicPartition]:
