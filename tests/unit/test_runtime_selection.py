@@ -109,6 +109,11 @@ class FakeConsumer:
         assert cached, "the batch loop must not ask the broker for watermarks"
         return (0, self.high.get((tp.topic, tp.partition), 0))
 
+    def one_click_unread(self) -> None:
+        """Click partition 0 ends at offset 7 and is read to 6: one click not read yet."""
+        self.high[(CLICKS, 0)] = 7
+        self.positions[(CLICKS, 0)] = 6
+
     def consumes(self) -> int:
         return sum(1 for c in self.calls if c[0] == "consume")
 
@@ -222,8 +227,7 @@ def test_the_first_record_after_a_quiet_spell_brings_what_is_ready_with_it(clock
 def test_a_visitor_form_waits_for_the_click_that_preceded_it(clock):
     consumer = FakeConsumer(clock, [form(40, ts=8000)], [click(6, ts=7990)])
     consumer.assigned = [(FORMS, 0), (CLICKS, 0)]
-    consumer.high[(CLICKS, 0)] = 7
-    consumer.positions[(CLICKS, 0)] = 6  # one click not read yet
+    consumer.one_click_unread()
     records, fetched = select(consumer).next_batch()
     assert order(records) == [(CLICKS, 6), (FORMS, 40)]  # the click is the first touch
     assert fetched == 2
@@ -246,8 +250,7 @@ def test_a_click_sent_after_the_form_ends_the_wait_on_its_partition(clock):
 def test_the_click_wait_is_bounded(clock):
     consumer = FakeConsumer(clock, [form(40, ts=8000)])  # the clicks never arrive
     consumer.assigned = [(CLICKS, 0), (CLICKS, 1)]
-    consumer.high[(CLICKS, 0)] = 7
-    consumer.positions[(CLICKS, 0)] = 6
+    consumer.one_click_unread()
     started = clock.now
     records, fetched = select(consumer).next_batch()
     assert order(records) == [(FORMS, 40)]  # handled without its click
@@ -318,8 +321,7 @@ def test_records_gathered_before_a_revocation_are_not_handled(clock):
     # offsets. Handling them here would commit offsets past records nobody handled.
     consumer = FakeConsumer(clock, [form(40, ts=8000), Msg(EMAILS, 1, 5, ts=7000)])
     consumer.assigned = [(CLICKS, 0)]
-    consumer.high[(CLICKS, 0)] = 7
-    consumer.positions[(CLICKS, 0)] = 6
+    consumer.one_click_unread()
     chosen = select(consumer)
     consumer.fetches.append(
         revoking(chosen, [(FORMS, 0), (EMAILS, 1)], Msg(INTERNAL, 2, 9, ts=7500))
@@ -336,8 +338,7 @@ def test_a_partition_revoked_and_assigned_again_is_read_once(clock):
     # records the call returned after the callback are kept.
     consumer = FakeConsumer(clock, [form(40, ts=8000), Msg(EMAILS, 0, 3, ts=7000)])
     consumer.assigned = [(CLICKS, 0)]
-    consumer.high[(CLICKS, 0)] = 7
-    consumer.positions[(CLICKS, 0)] = 6
+    consumer.one_click_unread()
     chosen = select(consumer)
     consumer.fetches.append(
         revoking(
