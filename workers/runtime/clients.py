@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from confluent_kafka import Consumer, TopicPartition
+
 from workers.connection import librdkafka_config
 from workers.logs import kafka_logger
 from workers.settings import Settings
@@ -96,3 +98,14 @@ class Clients:
             "statistics.interval.ms": int(LAG_EVERY * 1000),
             "stats_cb": stats_cb,
         }
+
+
+def stable_and_end(
+    committed: Consumer, everything: Consumer, tp: TopicPartition, timeout: float
+) -> tuple[int, int, int]:
+    """A partition's first offset, last stable offset and log end, from a read_committed and
+    a read_uncommitted reader. The last two differ while a transaction is open there: a
+    read_committed reader reads nothing past it until it commits or aborts."""
+    low, stable = committed.get_watermark_offsets(tp, timeout=timeout)
+    _, end = everything.get_watermark_offsets(tp, timeout=timeout)
+    return low, stable, end

@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from workers.runtime.clients import Clients
+from workers.runtime.clients import Clients, stable_and_end
 from workers.runtime.outbox import FRAME, LAST, MORE, Outbox, Output, send
 
 log = logging.getLogger("leadrouter.worker")
@@ -173,8 +173,7 @@ class Committer:
             for p in sorted(meta.topics[self.changelog_topic].partitions):
                 tp = TopicPartition(self.changelog_topic, p)
                 try:
-                    _, stable = committed.get_watermark_offsets(tp, timeout=10)
-                    _, end = everything.get_watermark_offsets(tp, timeout=10)
+                    _, stable, end = stable_and_end(committed, everything, tp, 10)
                 except KafkaException:
                     continue
                 if stable == end:

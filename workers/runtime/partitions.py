@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from workers.connection import data_dir
-from workers.runtime.clients import Clients
+from workers.runtime.clients import Clients, stable_and_end
 from workers.runtime.outbox import Frames, frame_of
 from workers.runtime.timers import Timers
 from workers.settings import Settings
@@ -115,14 +115,13 @@ class Partitions:
         that ended there would miss the first kind for good, while the group's offsets
         move past its input, so the restore waits until such a transaction ends."""
         tps = [TopicPartition(self.changelog_topic, p) for p in partitions]
-        ends = {tp.partition: reader.get_watermark_offsets(tp, timeout=30) for tp in tps}
         if not self.read_committed:
-            return ends
+            return {tp.partition: reader.get_watermark_offsets(tp, timeout=30) for tp in tps}
+        ends: dict[int, tuple[int, int]] = {}
         everything = Consumer(self.clients.reader("restore", read_committed=False))
         try:
             for tp in tps:
-                low, stable = ends[tp.partition]
-                _, end = everything.get_watermark_offsets(tp, timeout=30)
+                low, stable, end = stable_and_end(reader, everything, tp, 30)
                 if end > stable:
                     log.info(
                         "partition %d: a transaction is open in the changelog at offset %d"
@@ -131,7 +130,7 @@ class Partitions:
                         stable,
                         end,
                     )
-                    ends[tp.partition] = (low, end)
+                ends[tp.partition] = (low, end)
         finally:
             everything.close()
         return ends
