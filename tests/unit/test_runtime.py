@@ -890,5 +890,7 @@ def test_a_fatal_producer_error_is_known_also_as_the_cause_of_a_system_error():
     fenced, wrapped = fenced_and_wrapped()
     assert fatal_error(wrapped)
     assert fatal_error(fenced)
+    # what produce() raises on a producer already fenced: code _FATAL, fatal flag not set
+    assert fatal_error(KafkaException(KafkaError(KafkaError._FATAL, "Unable to produce message")))
     assert not fatal_error(KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")))
     assert not fatal_error(SystemError("returned NULL without setting an exception"))

@@ -64,11 +64,13 @@ def kafka_failure(exc: BaseException) -> bool:
 
 def fatal_error(exc: BaseException) -> bool:
     """A fatal producer error (fenced, or another one librdkafka calls fatal), raised as it
-    is or as the cause of a SystemError: that producer can deliver nothing any more."""
+    is or as the cause of a SystemError: that producer can deliver nothing any more.
+    `produce()` on a producer already failed raises code `_FATAL` without the fatal flag set
+    ("Unable to produce message: Local: Fatal error"), so the code counts as well as the flag."""
     for err in (exc, exc.__cause__):
         if isinstance(err, KafkaException) and err.args:
             code = err.args[0]
-            if isinstance(code, KafkaError) and code.fatal():
+            if isinstance(code, KafkaError) and (code.fatal() or code.code() == KafkaError._FATAL):
                 return True
     return False
 
