@@ -8,7 +8,10 @@ a member killed (test_rebalance.py).
 
 A worker that starts while a dead member's transaction is still open must not take it for a
 broker whose transactions cannot be read: with `auto` it would run at_least_once in a group
-that runs exactly_once (seen as 16 touches published twice in test_rebalance.py)."""
+that runs exactly_once (seen as 16 touches published twice in test_rebalance.py).
+
+Nor may the fault tests' audit run while such a transaction holds up the work behind it
+(`wait_settled`)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.support.faults import INPUTS, ROUTED, wait_settled
 from tests.support.worker import unique, wait_until
 from topics import catalogue as cat
 from workers.runtime.clients import Clients
@@ -110,3 +114,27 @@ def test_a_transaction_left_open_does_not_turn_a_new_worker_to_at_least_once(
     finally:
         committer.producer.flush(10)
         dead.abort_transaction(30)
+
+
+def test_the_audit_waits_for_a_transaction_left_open(kafka_bootstrap: str) -> None:
+    """A member killed mid-batch leaves records on the internal topic in an open transaction:
+    nothing behind them is read until the broker aborts it, so the pipeline looks idle while
+    its work waits. `wait_settled` returned in that pause once, and the audit counted 1,938
+    leads never assigned that were only not assigned yet."""
+    prefix = unique("o") + "."
+    group = unique("g")
+    names = (*INPUTS, *ROUTED, cat.DEADLETTER, cat.INTERNAL, cat.CHANGELOG)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for done in admin.create_topics([NewTopic(prefix + n, 1, 1) for n in names]).values():
+        done.result(30)
+    dead = transactional(kafka_bootstrap)
+    dead.begin_transaction()
+    dead.produce(prefix + cat.INTERNAL, b"{}", b"lead-1", 0)
+    assert dead.flush(30) == 0
+    try:
+        with pytest.raises(AssertionError, match="transactions open in") as held:
+            wait_settled(kafka_bootstrap, prefix, group, timeout=6)
+        assert prefix + cat.INTERNAL in str(held.value)
+    finally:
+        dead.abort_transaction(30)
+    wait_settled(kafka_bootstrap, prefix, group, timeout=60)  # settles once it has ended
