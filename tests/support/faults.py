@@ -718,7 +718,10 @@ def wait_settled(bootstrap: str, prefix: str, group: str, timeout: float = 120) 
                 for tp in consumer.committed(internal, timeout=30):
                     outputs[("committed", tp.partition)] = tp.offset
             except KafkaException as exc:  # a group's coordinator still loading: ask again
-                if exc.args[0].code() not in PASSING or time.monotonic() > end:
+                error = exc.args[0] if exc.args else None
+                if not isinstance(error, KafkaError) or error.code() not in PASSING:
+                    raise
+                if time.monotonic() > end:
                     raise
                 stable_since = time.monotonic()
                 time.sleep(0.3)
