@@ -54,6 +54,7 @@ from tests.support.worker import (
 from topics import catalogue as cat
 from workers.core.context import fingerprint as seen_key
 from workers.core.identity import lead_id
+from workers.runtime.clients import stable_and_end
 from workers.runtime.outbox import FRAME, Frames
 
 QUEUES = ("fast-lane", "enterprise-amer", "enterprise-emea", "enterprise-apac", "mid-market", "smb")
@@ -647,8 +648,7 @@ def _position(rec: Record) -> tuple[int, int]:
 
 
 def _watermarks(consumer: Consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-    """Each partition's high watermark as `consumer` sees it: the last stable offset for a
-    read_committed consumer (librdkafka's default), the log end for read_uncommitted."""
+    """Each partition's high watermark as `consumer` sees it (the inputs: no transactions)."""
     meta = consumer.list_topics(timeout=30).topics
     out = {}
     for topic in topics:
@@ -659,12 +659,23 @@ def _watermarks(consumer: Consumer, topics: Iterable[str]) -> dict[tuple[str, in
     return out
 
 
-def open_transactions(
-    stable: dict[tuple[str, int], int], ends: dict[tuple[str, int], int]
-) -> list[tuple[str, int]]:
-    """The partitions whose last stable offset is short of their log end: a transaction is
-    open there, and no read_committed reader reads past its first record until it ends."""
-    return sorted(tp for tp, end in ends.items() if end > stable.get(tp, end))
+def stable_ends(
+    committed: Consumer, everything: Consumer, topics: Iterable[str]
+) -> tuple[dict[tuple[str, int], int], list[tuple[str, int]]]:
+    """Each partition's last stable offset, and the partitions whose log end is past it: a
+    transaction is open there, and no read_committed reader reads past its first record
+    until it ends (`stable_and_end`, as the worker's restore asks it)."""
+    meta = committed.list_topics(timeout=30).topics
+    stable: dict[tuple[str, int], int] = {}
+    still_open: list[tuple[str, int]] = []
+    for topic in topics:
+        for p in meta[topic].partitions:
+            tp = TopicPartition(topic, p)
+            _, last_stable, end = stable_and_end(committed, everything, tp, 30)
+            stable[(topic, p)] = last_stable
+            if end > last_stable:
+                still_open.append((topic, p))
+    return stable, still_open
 
 
 # What a broker answers while a group's coordinator moves or loads: asked again.
@@ -712,8 +723,7 @@ def wait_settled(bootstrap: str, prefix: str, group: str, timeout: float = 120) 
                     for tp in consumer.committed(tps, timeout=30)
                 }
                 behind = {tp: high for tp, high in ends.items() if high > max(committed[tp], 0)}
-                outputs = _watermarks(consumer, others)
-                still_open = open_transactions(outputs, _watermarks(everything, others))
+                outputs, still_open = stable_ends(consumer, everything, others)
                 internal = [TopicPartition(t, p) for t, p in outputs if t == prefix + cat.INTERNAL]
                 for tp in consumer.committed(internal, timeout=30):
                     outputs[("committed", tp.partition)] = tp.offset
