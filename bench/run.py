@@ -112,6 +112,15 @@ def scale_counts(text: str) -> list[int]:
     return counts
 
 
+def new_run_id(started: dt.datetime) -> str:
+    """A short id for one run's topic prefixes: day and time of day, and 4 random hex digits.
+    Short because Quix Streams names its changelog topic after its consumer group and every
+    input topic (`changelog__<group>--<topic>--<topic>--<topic>--default`), each carrying
+    the prefix, and Kafka refuses names over 249 characters: with the full date, a
+    `--repeat` round's tag (`quix_streams-r1`) went over."""
+    return started.strftime("%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
+
+
 @dataclass
 class Context:
     args: argparse.Namespace
@@ -1229,7 +1238,7 @@ def run(args: argparse.Namespace, bootstrap: str, broker: dict[str, Any]) -> dic
     try:
         config_dir = workload.always_open_config(work / "config")
         base_config = workload.config_for(config_dir, bootstrap, "")
-        run_id = started.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
+        run_id = new_run_id(started)
         stamp = time.time()
         t = time.monotonic()
         through = workload.generate(
