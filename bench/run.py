@@ -607,19 +607,7 @@ def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> di
                 )
             finally:
                 _stop_spy(spy)
-            after = workers[0].metrics()
-            batches = after.get("leadrouter_batch_records_count", 0) - before.get(
-                "leadrouter_batch_records_count", 0
-            )
-            records = after.get("leadrouter_batch_records_sum", 0) - before.get(
-                "leadrouter_batch_records_sum", 0
-            )
-            lat["batches"] = int(batches)
-            lat["avg_batch_records"] = round(records / batches, 1) if batches else None
-            for phase in ("process", "commit"):
-                series = f'leadrouter_batch_seconds_sum{{phase="{phase}"}}'
-                spent = after.get(series, 0.0) - before.get(series, 0.0)
-                lat[f"avg_batch_{phase}_ms"] = round(spent / batches * 1000, 1) if batches else None
+            lat.update(batch_phases(before, workers[0].metrics()))
             if ctx.args.gc_log:
                 lat["gc"] = [_gc(w, lat_t0, time.time()) for w in workers]
             result["latency"] = lat
@@ -632,6 +620,26 @@ def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> di
         gate.abort()
     result["process"] = [w.rusage for w in workers]
     return result
+
+
+def batch_phases(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """The worker's batches between two scrapes of its metrics: how many, how large, and the
+    average time each spent processing and committing (where a latency run's time goes)."""
+    batches = after.get("leadrouter_batch_records_count", 0) - before.get(
+        "leadrouter_batch_records_count", 0
+    )
+    records = after.get("leadrouter_batch_records_sum", 0) - before.get(
+        "leadrouter_batch_records_sum", 0
+    )
+    phases: dict[str, Any] = {
+        "batches": int(batches),
+        "avg_batch_records": round(records / batches, 1) if batches else None,
+    }
+    for phase in ("process", "commit"):
+        series = f'leadrouter_batch_seconds_sum{{phase="{phase}"}}'
+        spent = after.get(series, 0.0) - before.get(series, 0.0)
+        phases[f"avg_batch_{phase}_ms"] = round(spent / batches * 1000, 1) if batches else None
+    return phases
 
 
 def run_leadrouter_alo(ctx: Context, name: str) -> dict[str, Any]:
@@ -660,7 +668,13 @@ def run_leadrouter_alo(ctx: Context, name: str) -> dict[str, Any]:
             return True
 
         ctx.say(f"{name}: latency at {ctx.args.rate}/s for {ctx.args.latency_seconds}s")
-        lat = latency_phase(ctx, prefix, routed, ("trigger_event_id",), done, [workers[0].pid])
+        before = workers[0].metrics()
+        spy = _py_spy(ctx, f"{name}-latency", workers[0].pid) if ctx.args.py_spy else None
+        try:
+            lat = latency_phase(ctx, prefix, routed, ("trigger_event_id",), done, [workers[0].pid])
+        finally:
+            _stop_spy(spy)
+        lat.update(batch_phases(before, workers[0].metrics()))
         result["latency"] = lat
         ctx.say(f"{name}: p99 {lat['p99_ms']} ms")
     finally:
@@ -892,6 +906,15 @@ def table(results: dict[str, Any]) -> str:
         "everything outside this benchmark; psi%: share of the window in which some task",
         "waited for a CPU (Linux PSI; the benchmark's own broker and harness cause some).",
     ]
+    for r in rows:  # where a leadrouter latency run's time went: its batch cycle
+        lat = r.get("latency") or {}
+        if lat.get("batches"):
+            lines.append(
+                f"{r['label']}, latency run: {lat['batches']:,} batches of "
+                f"{_fmt(lat.get('avg_batch_records'), '.0f')} records, on average "
+                f"{_fmt(lat.get('avg_batch_process_ms'), '.1f')} ms processing and "
+                f"{_fmt(lat.get('avg_batch_commit_ms'), '.1f')} ms committing"
+            )
     saturated = [
         r["label"]
         for r in rows

@@ -45,6 +45,12 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
     assert "error" not in alo, alo.get("error")
     assert alo["latency"]["samples"] > 0 and alo["latency"]["p99_ms"] > 0
     assert alo["guarantee"] == "at_least_once" and alo["label"] in printed
+    # where its latency run's time went, as for exactly_once: the batch cycle's two halves
+    for r in (alo, contenders["leadrouter"]):
+        lat = r["latency"]
+        assert lat["batches"] > 0 and lat["avg_batch_records"] > 0, r["label"]
+        assert lat["avg_batch_process_ms"] > 0 and lat["avg_batch_commit_ms"] > 0, r["label"]
+        assert f"{r['label']}, latency run: {lat['batches']:,} batches" in printed
     for name, r in contenders.items():
         assert "error" not in r, f"{name}: {r.get('error')}"
         t = r["throughput"]
