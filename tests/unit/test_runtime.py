@@ -366,8 +366,8 @@ class FakeConsumer:
         return "group-metadata"
 
     def commit(self, offsets, asynchronous: bool) -> None:
-        assert asynchronous is False
-        self.log.append(("commit", [(tp.topic, tp.partition, tp.offset) for tp in offsets]))
+        kind = "commit async" if asynchronous else "commit"
+        self.log.append((kind, [(tp.topic, tp.partition, tp.offset) for tp in offsets]))
 
 
 @pytest.fixture
@@ -510,9 +510,15 @@ def test_at_least_once_commit_makes_state_durable_then_outputs_then_offsets(
         "flush",  # state and outbox durable before the outputs leave
         ("produce", "p.leads.routed.smb"),
         "flush",
-        "commit",
+        "commit async",  # the next batch does not wait for it
     ]
     assert sorted(log[-1][1]) == [("clicks", 2, 2), ("forms", 0, 8)]
+    # a revoke commits the same offsets again and waits, while the member still owns them
+    committer.confirm_offsets(consumer)  # type: ignore[arg-type]
+    assert log[-1][0] == "commit" and sorted(log[-1][1]) == [("clicks", 2, 2), ("forms", 0, 8)]
+    length = len(log)
+    committer.confirm_offsets(consumer)  # type: ignore[arg-type]
+    assert len(log) == length  # nothing left to confirm
     produced = [e for e in log if e[0] == "produce"]
     changelog = [(e[2], e[4], e[5]["headers"][0][1][:1]) for e in produced if e[1] == CHANGELOG]
     assert sorted(key for key, _, _ in changelog) == sorted(
@@ -533,6 +539,33 @@ def test_at_least_once_commit_without_input_commits_no_offsets(monkeypatch, plai
     consumer = FakeConsumer(log)
     committer.commit(committer.begin([], consumer), {}, consumer)  # type: ignore[arg-type]
     assert [e[0] for e in log] == ["flush"]
+
+
+def test_a_revoke_confirms_every_offset_committed_without_waiting(monkeypatch, plain_clients):
+    """at_least_once: a batch's offsets go without waiting; should one such commit fail, the
+    revoke still commits the newest offset of every partition since the last revoke."""
+    committer, log, _ = open_committer(monkeypatch, plain_clients, "at_least_once")
+    consumer = FakeConsumer(log)
+    for batch in ([Msg("forms", 0, 5), Msg("clicks", 1, 3)], [Msg("forms", 0, 9)]):
+        committer.commit(committer.begin(batch, consumer), {}, consumer)  # type: ignore[arg-type]
+    assert [e[0] for e in log if e[0].startswith("commit")] == ["commit async"] * 2
+    committer.confirm_offsets(consumer)  # type: ignore[arg-type]
+    assert log[-1][0] == "commit"
+    assert sorted(log[-1][1]) == [("clicks", 1, 4), ("forms", 0, 10)]
+
+
+def test_an_offset_commit_that_finds_the_member_fenced_ends_the_session(monkeypatch, plain_clients):
+    """Not waited for, an offset commit's error comes back through the consumer's
+    `on_commit`: a fenced static member must start a new session, as the error of a commit
+    waited for made it; a commit lost to a rebalance is carried by the next one."""
+    committer, _, _ = open_committer(monkeypatch, plain_clients, "at_least_once")
+    committer.committed(None, [])
+    committer.committed(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), [])
+    committer.check()  # nothing to end the session for
+    committer.committed(KafkaError(KafkaError.FENCED_INSTANCE_ID), [])
+    with pytest.raises(KafkaException) as raised:
+        committer.check()
+    assert raised.value.args[0].code() == KafkaError.FENCED_INSTANCE_ID
 
 
 def test_flush_fails_on_undelivered_records_or_delivery_errors(monkeypatch, plain_clients):

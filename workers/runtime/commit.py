@@ -6,7 +6,7 @@ is handled, so outputs stream to the broker while the rest is processed; the inp
 (known once the batch is read) join it on a helper thread meanwhile; the commit waits only
 for the tail. at_least_once (brokers without usable transactions, or chosen for latency): the
 changelog with the batch's outputs in it (outbox.py) is flushed, then the outputs are sent,
-then the input offsets are committed.
+then the input offsets are committed without waiting (a revoke waits for them).
 
 librdkafka can ignore a transactional call's own timeout when the coordinator goes away
 (librdkafka #5456, #5511): such calls run on a helper thread under a watchdog, and the
@@ -107,6 +107,29 @@ class Committer:
         self.exactly_once = False
         self.producer = producer if producer is not None else self._open(guarantee)
         self._offsets: Background | None = None
+        # at_least_once: the input offsets committed without waiting since the last revoke,
+        # per partition; a revoke commits them again and waits (`confirm_offsets`), so a
+        # planned hand-over re-reads nothing. A crash may lose them, as it may lose a batch:
+        # reading it again is safe.
+        self.unconfirmed: dict[tuple[str, int], int] = {}
+        self.commit_failure: KafkaError | None = None
+
+    def committed(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The consumer's `on_commit`: the answer to an offset commit, served by its poll. A
+        fatal one (this static member fenced) ends the session at the next turn of the loop
+        (`check`), as the error of a commit waited for did; any other leaves the offsets to
+        the next batch's commit or the revoke's."""
+        if err is None:
+            return
+        if err.fatal() or err.code() in (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID):
+            self.commit_failure = err
+        else:
+            log.info("offset commit not done (%s): the next one carries them", err.str())
+
+    def check(self) -> None:
+        """Raises the fatal error an offset commit met, if one did."""
+        if self.commit_failure is not None:
+            raise KafkaException(self.commit_failure)
 
     def _open(self, guarantee: str) -> Producer:
         if guarantee != "at_least_once":
@@ -213,7 +236,8 @@ class Committer:
         """The batch's state changes to the changelog, then everything made durable.
 
         at_least_once: the state (with its outbox) first, each partition's changes one
-        framed run; only once it is durable the outputs; then the input offsets."""
+        framed run; only once it is durable the outputs; then the input offsets, without
+        waiting (the next batch's state recognises what this one did if they are lost)."""
         if self.exactly_once:
             self.send_changes(changes)
             if self._offsets is not None:
@@ -227,7 +251,16 @@ class Committer:
                 outbox.send(self.produce)
                 self.flush()
             if offsets:
-                consumer.commit(offsets=offsets, asynchronous=False)
+                consumer.commit(offsets=offsets, asynchronous=True)
+                self.unconfirmed.update(((tp.topic, tp.partition), tp.offset) for tp in offsets)
+
+    def confirm_offsets(self, consumer: Consumer) -> None:
+        """at_least_once, at a revoke or before leaving: the offsets committed without
+        waiting are committed again, and waited for, while this member still owns them."""
+        unconfirmed, self.unconfirmed = self.unconfirmed, {}
+        if unconfirmed:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in unconfirmed.items()]
+            consumer.commit(offsets=offsets, asynchronous=False)
 
     def send_changes(
         self, changes: dict[int, dict[bytes, bytes | None]], *, framed: bool = False

@@ -164,7 +164,8 @@ class Worker:
             return
         self._open_clients()
         assert self.consumer is not None and self.accounts_reader is not None
-        assert self.config_reader is not None
+        assert self.config_reader is not None and self.committer is not None
+        committer = self.committer
         self.accounts_reader.load()
         if self.follows_published:
             self.config_reader.load()
@@ -190,7 +191,7 @@ class Worker:
         )
         topics = [*self.input_topics, self.internal_topic]
         self.consumer.subscribe(
-            topics, on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_revoke
+            topics, on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_lost
         )
         log.info(
             "worker %s consuming %d topics (%s)",
@@ -201,6 +202,7 @@ class Worker:
         trimmed = time.monotonic()
         while not self.stopping.is_set():
             batch, fetched = selection.next_batch()
+            committer.check()  # an offset commit, not waited for, found this member fenced
             if fetched < selection.batch_size and time.monotonic() - trimmed > TRIM_EVERY:
                 release_freed_memory()  # caught up: a backlog's buffers are free now
                 trimmed = time.monotonic()
@@ -224,7 +226,10 @@ class Worker:
         read_committed = self.committer.exactly_once
         self.partitions.read_committed = self.lag.read_committed = read_committed
         self.consumer = Consumer(
-            self.clients.batch_consumer(read_committed=read_committed, stats_cb=self.lag)
+            {
+                **self.clients.batch_consumer(read_committed=read_committed, stats_cb=self.lag),
+                "on_commit": self.committer.committed,
+            }
         )
         self.accounts_reader = AccountsReader(
             self.clients, self.settings.kafka.topic_prefix + cat.ACCOUNTS, self.accounts
@@ -301,6 +306,23 @@ class Worker:
         self.committer.send_now(outputs)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.committer is not None and not self.abandoned:
+            try:  # the next owner starts after this member's last batch, not before it
+                self.committer.confirm_offsets(consumer)
+            except KafkaException as exc:
+                if fatal_error(exc):
+                    raise  # to the session, which starts again with new clients
+                log.warning("last batch's offsets not confirmed at the revoke: %s", exc)
+        self._give_up(partitions)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Lost, not revoked (the session timed out): another member may own them already,
+        so nothing is committed; the next owner reads the last batches again (safe)."""
+        if self.committer is not None:
+            self.committer.unconfirmed.clear()
+        self._give_up(partitions)
+
+    def _give_up(self, partitions: list[TopicPartition]) -> None:
         if self.selection is not None:  # the batch being gathered drops their records
             self.selection.revoked(partitions)
         for tp in partitions:
