@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from workers.connection import librdkafka_config
 from workers.logs import kafka_logger
@@ -22,6 +22,13 @@ from workers.settings import Settings
 LAG_EVERY = 5.0
 # librdkafka's transactional timeouts; the commit watchdog (commit.py) must outlast both.
 TRANSACTION_TIMEOUT_MS = 15000
+
+
+def fatal(err: KafkaError) -> bool:
+    """An error after which the client can do nothing more. A call on a client that has
+    already failed reports code `_FATAL` without the fatal flag ("Unable to produce message:
+    Local: Fatal error"), so the code counts as well as the flag."""
+    return err.fatal() or err.code() == KafkaError._FATAL
 
 
 class Clients:

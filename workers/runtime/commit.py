@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from workers.runtime.clients import Clients, stable_and_end
+from workers.runtime.clients import Clients, fatal, stable_and_end
 from workers.runtime.outbox import FRAME, LAST, MORE, Outbox, Output, send
 
 log = logging.getLogger("leadrouter.worker")
@@ -121,7 +121,7 @@ class Committer:
         the next batch's commit or the revoke's."""
         if err is None:
             return
-        if err.fatal() or err.code() in (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID):
+        if fatal(err) or err.code() == KafkaError.FENCED_INSTANCE_ID:
             self.commit_failure = err
         else:
             log.info("offset commit not done (%s): the next one carries them", err.str())

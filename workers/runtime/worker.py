@@ -32,7 +32,7 @@ from workers.core.topology import Topology
 from workers.metrics import Health, Metrics, serve
 from workers.runtime import outbox
 from workers.runtime.accounts import AccountsReader
-from workers.runtime.clients import Clients
+from workers.runtime.clients import Clients, fatal
 from workers.runtime.commit import Committer, Stuck, within
 from workers.runtime.config_reader import ConfigReader
 from workers.runtime.lag import LagGauge
@@ -63,14 +63,13 @@ def kafka_failure(exc: BaseException) -> bool:
 
 
 def fatal_error(exc: BaseException) -> bool:
-    """A fatal producer error (fenced, or another one librdkafka calls fatal), raised as it
-    is or as the cause of a SystemError: that producer can deliver nothing any more.
-    `produce()` on a producer already failed raises code `_FATAL` without the fatal flag set
-    ("Unable to produce message: Local: Fatal error"), so the code counts as well as the flag."""
+    """A fatal producer error (fenced, or another one librdkafka calls fatal: `fatal`),
+    raised as it is or as the cause of a SystemError: that producer can deliver nothing any
+    more."""
     for err in (exc, exc.__cause__):
         if isinstance(err, KafkaException) and err.args:
             code = err.args[0]
-            if isinstance(code, KafkaError) and (code.fatal() or code.code() == KafkaError._FATAL):
+            if isinstance(code, KafkaError) and fatal(code):
                 return True
     return False
 
