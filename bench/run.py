@@ -598,16 +598,8 @@ def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> di
                 _wait_processed(workers, w, n + expected, ctx.args.latency_seconds + 120)
                 return True
 
-            before = workers[0].metrics()
             lat_t0 = time.time()
-            spy = _py_spy(ctx, f"{name}-latency", workers[0].pid) if ctx.args.py_spy else None
-            try:
-                lat = latency_phase(
-                    ctx, prefix, routed, ("trigger_event_id",), done, [w.pid for w in workers]
-                )
-            finally:
-                _stop_spy(spy)
-            lat.update(batch_phases(before, workers[0].metrics()))
+            lat = leadrouter_latency(ctx, name, prefix, routed, done, workers)
             if ctx.args.gc_log:
                 lat["gc"] = [_gc(w, lat_t0, time.time()) for w in workers]
             result["latency"] = lat
@@ -620,6 +612,29 @@ def run_leadrouter(ctx: Context, name: str, processes: int, latency: bool) -> di
         gate.abort()
     result["process"] = [w.rusage for w in workers]
     return result
+
+
+def leadrouter_latency(
+    ctx: Context,
+    name: str,
+    prefix: str,
+    routed: list[str],
+    done: Callable[[OutputWatch, int], bool],
+    workers: list[procs.LeadrouterProc],
+) -> dict[str, Any]:
+    """The paced latency run of leadrouter workers (either guarantee), with their first
+    worker's batches over it and, with --py-spy, its profile."""
+    first = workers[0]
+    before = first.metrics()
+    spy = _py_spy(ctx, f"{name}-latency", first.pid) if ctx.args.py_spy else None
+    try:
+        lat = latency_phase(
+            ctx, prefix, routed, ("trigger_event_id",), done, [w.pid for w in workers]
+        )
+    finally:
+        _stop_spy(spy)
+    lat.update(batch_phases(before, first.metrics()))
+    return lat
 
 
 def batch_phases(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
@@ -668,13 +683,7 @@ def run_leadrouter_alo(ctx: Context, name: str) -> dict[str, Any]:
             return True
 
         ctx.say(f"{name}: latency at {ctx.args.rate}/s for {ctx.args.latency_seconds}s")
-        before = workers[0].metrics()
-        spy = _py_spy(ctx, f"{name}-latency", workers[0].pid) if ctx.args.py_spy else None
-        try:
-            lat = latency_phase(ctx, prefix, routed, ("trigger_event_id",), done, [workers[0].pid])
-        finally:
-            _stop_spy(spy)
-        lat.update(batch_phases(before, workers[0].metrics()))
+        lat = leadrouter_latency(ctx, name, prefix, routed, done, workers)
         result["latency"] = lat
         ctx.say(f"{name}: p99 {lat['p99_ms']} ms")
     finally:
