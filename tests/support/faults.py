@@ -647,16 +647,18 @@ def _position(rec: Record) -> tuple[int, int]:
     return rec.partition, rec.offset
 
 
+def _partitions(consumer: Consumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, from one metadata request."""
+    meta = consumer.list_topics(timeout=30).topics
+    return [TopicPartition(topic, p) for topic in topics for p in meta[topic].partitions]
+
+
 def _watermarks(consumer: Consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """Each partition's high watermark as `consumer` sees it (the inputs: no transactions)."""
-    meta = consumer.list_topics(timeout=30).topics
-    out = {}
-    for topic in topics:
-        for p in meta[topic].partitions:
-            out[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[
-                1
-            ]
-    return out
+    return {
+        (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=30)[1]
+        for tp in _partitions(consumer, topics)
+    }
 
 
 def stable_ends(
@@ -665,16 +667,13 @@ def stable_ends(
     """Each partition's last stable offset, and the partitions whose log end is past it: a
     transaction is open there, and no read_committed reader reads past its first record
     until it ends (`stable_and_end`, as the worker's restore asks it)."""
-    meta = committed.list_topics(timeout=30).topics
     stable: dict[tuple[str, int], int] = {}
     still_open: list[tuple[str, int]] = []
-    for topic in topics:
-        for p in meta[topic].partitions:
-            tp = TopicPartition(topic, p)
-            _, last_stable, end = stable_and_end(committed, everything, tp, 30)
-            stable[(topic, p)] = last_stable
-            if end > last_stable:
-                still_open.append((topic, p))
+    for tp in _partitions(committed, topics):
+        _, last_stable, end = stable_and_end(committed, everything, tp, 30)
+        stable[(tp.topic, tp.partition)] = last_stable
+        if end > last_stable:
+            still_open.append((tp.topic, tp.partition))
     return stable, still_open
 
 
