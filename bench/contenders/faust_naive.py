@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 
 import faust
 import orjson
@@ -22,11 +23,12 @@ from faust.worker import Worker
 from bench.contenders import DEADLETTER, INPUT_TOPICS, PASS_THROUGH_OUT, report_first_consumed
 
 
-def build(bootstrap: str, prefix: str, group: str) -> faust.App:
+def build(bootstrap: str, prefix: str, group: str, datadir: str) -> faust.App:
     app = faust.App(
         group,
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        datadir=datadir,  # faust's default is `<group>-data` in the working directory
         topic_partitions=6,
         topic_replication_factor=1,
         web_enabled=False,
@@ -72,7 +74,10 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
-    app = build(args.bootstrap, args.prefix, args.group)
+    # faust makes its data directory even with the memory store: one of the run's own,
+    # removed with the process, so that no run leaves a folder behind in the checkout
+    datadir = tempfile.TemporaryDirectory(prefix="bench-faust-")
+    app = build(args.bootstrap, args.prefix, args.group, datadir.name)
     worker = Worker(
         app,
         loglevel=os.environ.get("BENCH_FAUST_LOGLEVEL", "WARNING"),

@@ -9,12 +9,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench import procs
 from bench import run as bench_run
 
 pytestmark = pytest.mark.integration
 
 
 def test_bench_smoke(kafka_broker, tmp_path, capsys):
+    checkout_before = set(procs.REPO_ROOT.iterdir())
     results = bench_run.main(
         [
             "--events", "2000",
@@ -32,6 +34,8 @@ def test_bench_smoke(kafka_broker, tmp_path, capsys):
         broker=kafka_broker,
     )  # fmt: skip
     printed = capsys.readouterr().out
+    # the contenders run in the checkout: none leaves a folder there (faust's data directory)
+    assert set(procs.REPO_ROOT.iterdir()) - checkout_before == set()
 
     contenders = results["contenders"]
     assert set(contenders) == {
