@@ -95,10 +95,6 @@ def crash_run(
         repeats=guarantee == "at_least_once",
     )
     log = worker.log_text()
-    import os
-
-    if os.environ.get("AUDIT_DEBUG"):
-        Path("/tmp/alo-worker.log").write_text(log)
     worker.stop()
     assert not result.problems, result.summary()
     assert result.lost == 0 and result.duplicated == 0, result.summary()
