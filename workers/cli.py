@@ -537,7 +537,7 @@ def accounts_load(file: Path, config: Config) -> None:
     type=Quantity("the duration", "seconds", above=0, example="60"),
     default=60.0,
     show_default=True,
-    help="Seconds to run.",
+    help="Seconds to run (Ctrl-C or SIGTERM stops it sooner).",
 )
 @click.option(
     "--seed",
@@ -568,10 +568,19 @@ def simulate(
     sales_delay_scale: float,
     config: Config,
 ) -> None:
-    """Send realistic marketing and sales traffic to the configured broker."""
+    """Send realistic marketing and sales traffic to the configured broker, for --duration
+    or until stopped (Ctrl-C, SIGTERM)."""
     _broker(config)
+    import signal
+    import threading
+
     from workers.simulate import run_simulation
 
+    # Stopped like the worker: what was produced is flushed, the sales team's Faust app
+    # leaves its group and its data directory goes, and the counts are printed.
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stats = run_simulation(
         config,
         rate=rate,
@@ -579,6 +588,7 @@ def simulate(
         seed=seed,
         malformed_share=malformed,
         sales_delay_scale=sales_delay_scale,
+        stop=stop,
     )
     click.echo(" ".join(f"{k}={v}" for k, v in stats.items()))
 

@@ -5,16 +5,19 @@ it stops cleanly, on its own and inside `run_simulation`."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 import time
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.integration.test_pipeline import ROUTED, form
 from tests.support.metrics import scrape, value
-from tests.support.worker import wait_until
+from tests.support.worker import LEADROUTER, wait_until
 from topics import catalogue as cat
 from workers.admin import ensure_topics
 from workers.sales_team import SalesTeamApp
@@ -181,3 +184,61 @@ def routed_lead() -> dict:
         "routed_at": "2026-11-25T15:00:00.100Z",
         "sla_due_at": "2026-11-25T15:05:00.100Z",
     }
+
+
+def test_simulate_stopped_by_sigterm_flushes_and_leaves_nothing_behind(lane, tmp_path):
+    """`leadrouter simulate` under a supervisor (a test, a container) ends with SIGTERM: it
+    stops as at --duration, so every record it counted is on the broker, the sales team's
+    Faust app leaves and its data directory goes, and the counts are printed."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": lane.bootstrap,
+        "LEADROUTER_TOPIC_PREFIX": lane.prefix,
+        "LEADROUTER_GROUP_ID": lane.group,
+        "TMPDIR": str(scratch),
+    }
+    command = [str(LEADROUTER), "simulate", "--rate", "100", "--duration", "600", "--seed", "4"]
+    process = subprocess.Popen(
+        [*command, "--config", str(lane.config_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        # the sales team's app has started once Faust has laid out its data directory
+        wait_until(
+            lambda: list(scratch.glob("leadrouter-sales-*/v1")),
+            90,
+            "the simulated sales team to start",
+        )
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err.decode()[-3000:]
+    counts = dict(part.split("=") for part in out.decode().split())
+    assert set(counts) == {"marketing", "sales", "routed_seen"}, out
+    inputs = [lane.prefix + t for t in (cat.FORM_FILLS, cat.EMAIL_EVENTS, cat.AD_CLICKS)]
+    assert int(counts["marketing"]) > 0
+    assert records_on(lane.bootstrap, inputs) == int(counts["marketing"]), "not all flushed"
+    assert not list(scratch.iterdir()), "the sales team's data directory was left behind"
+
+
+def records_on(bootstrap: str, topics: list[str]) -> int:
+    """How many records the topics hold (each was written once: nothing is deleted yet)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "count", "log_level": 3})
+    try:
+        total = 0
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=30).topics[topic]
+            for p in meta.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                total += high - low
+        return total
+    finally:
+        consumer.close()
