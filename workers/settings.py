@@ -1361,7 +1361,12 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
         if var in env and env[var] != "":
             node = data
             for part in path[:-1]:
-                node = node.setdefault(part, {}) if isinstance(node.get(part), dict | None) else {}
+                child = node.get(part)
+                if child is None:  # absent, or an empty section in the file
+                    child = node[part] = {}
+                elif not isinstance(child, dict):
+                    child = {}  # the file's value is not a section: validation says so
+                node = child
             node[path[-1]] = env[var]
     return data
 

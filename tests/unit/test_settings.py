@@ -116,6 +116,22 @@ def test_environment_overrides_settings(config_dir: Path):
     assert any("metrics.port" in str(p) for p in err.value.problems)
 
 
+def test_an_empty_section_takes_its_environment_override(config_dir: Path):
+    """`store:` left empty in the file, its data directory from the environment: the
+    override fills the section (it raised a TypeError before)."""
+    text = (config_dir / "settings.yaml").read_text()
+    data = yaml.safe_load(text)
+    data["store"] = None
+    data["kafka"] = None
+    (config_dir / "settings.yaml").write_text(yaml.safe_dump(data))
+    env = {"LEADROUTER_DATA_DIR": "/tmp/lr", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1234"}
+    s = load_config(config_dir, env=env).settings
+    assert s.store.data_dir == "/tmp/lr"
+    assert s.kafka.bootstrap_servers == "127.0.0.1:1234"
+    # without the environment, the empty section is still reported in words
+    assert any("store:" in p and "empty" in p for p in problems(config_dir))
+
+
 def test_config_check_command_exits_non_zero_with_every_problem(config_dir: Path):
     runner = CliRunner()
     ok = runner.invoke(main, ["config", "check", str(DEFAULT_CONFIG_DIR)])
