@@ -213,6 +213,29 @@ def _config_callback(ctx: click.Context, param: click.Parameter, value: str | No
     return _load(value)
 
 
+# `config check` and `config publish` name the directory they judge as an argument; they take
+# `--config DIR` too, like every other command, and load it themselves (their errors are the
+# output, not a refusal).
+directory_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="The config directory, as DIRECTORY (default: $LEADROUTER_CONFIG_DIR or config/).",
+)
+
+
+def _directory(directory: str | None, config_path: str | None) -> str | None:
+    """DIRECTORY or --config DIR: one directory, named either way (or both alike)."""
+    if (
+        directory is not None
+        and config_path is not None
+        and Path(directory).resolve() != Path(config_path).resolve()
+    ):
+        raise click.UsageError(f"DIRECTORY {directory} and --config {config_path} differ")
+    return directory if directory is not None else config_path
+
+
 config_option = click.option(
     "--config",
     "config",
@@ -295,8 +318,10 @@ def config_group() -> None:
 
 @config_group.command("check")
 @click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False))
-def config_check(directory: str | None) -> None:
+@directory_option
+def config_check(directory: str | None, config_path: str | None) -> None:
     """Validate settings, scoring, routing and reps; print every problem with file and path."""
+    directory = _directory(directory, config_path)
     try:
         config = load_config(directory)
     except ConfigError as exc:
@@ -381,13 +406,18 @@ def _version(config: Config, ref: str) -> Any:
     default=None,
     help="Publish an earlier published version again (a rollback): its version or a prefix.",
 )
-def config_publish(directory: str | None, note: str, again: str | None) -> None:
+@directory_option
+def config_publish(
+    directory: str | None, note: str, again: str | None, config_path: str | None
+) -> None:
     """Validate DIRECTORY's four files and publish them as a new version that every worker
     switches to between batches, without a restart. Nothing is published on any error."""
     if again is not None and directory is not None:
         raise click.UsageError(
             "give DIRECTORY to publish, or --version V to publish again; not both"
         )
+    # with --version, --config DIR is only where the broker's settings come from
+    directory = _directory(directory, config_path)
     try:
         config = load_config(directory)
     except ConfigError as exc:

@@ -132,6 +132,18 @@ CASES: list[tuple[list[str], str]] = [
         "Error: Invalid value for '[DIRECTORY]': Directory '{file}' is a file.",
     ),
     (
+        ["config", "check", "--config", "{missing}"],
+        "Error: Invalid value for '--config': Directory '{missing}' does not exist.",
+    ),
+    (
+        ["config", "check", "{dir}", "--config", "{other_dir}"],
+        "Error: DIRECTORY {dir} and --config {other_dir} differ",
+    ),
+    (
+        ["config", "publish", "--config", "{file}"],
+        "Error: Invalid value for '--config': Directory '{file}' is a file.",
+    ),
+    (
         ["config", "show", "--at", "yesterday"],
         "Error: Invalid value for '--at': 'yesterday' is not a time: write it RFC 3339 with its "
         "UTC offset, for example 2026-12-01T15:00:00Z or 2026-12-01T16:00:00+01:00",
@@ -231,7 +243,13 @@ CASES += HISTORY_CASES  # explain and report: tests/unit/test_report_cli.py
 def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     base = tmp_path_factory.mktemp("args")
     (base / "a-file").write_text("not a directory\n")
-    return {"missing": str(base / "missing"), "file": str(base / "a-file"), "dir": str(base)}
+    (base / "other").mkdir()
+    return {
+        "missing": str(base / "missing"),
+        "file": str(base / "a-file"),
+        "dir": str(base),
+        "other_dir": str(base / "other"),
+    }
 
 
 def _leaf(args: list[str]) -> tuple[click.Command, str, list[str]]:

@@ -136,10 +136,15 @@ def test_config_check_command_exits_non_zero_with_every_problem(config_dir: Path
     runner = CliRunner()
     ok = runner.invoke(main, ["config", "check", str(DEFAULT_CONFIG_DIR)])
     assert ok.exit_code == 0 and "ok:" in ok.output
+    # named with --config as every other command takes it: the same judgement
+    result = runner.invoke(main, ["config", "check", "--config", str(config_dir)])
+    assert result.exit_code == 0 and f"ok: {config_dir}:" in result.output
     edit(config_dir / "routing.yaml", lambda d: d.update(default_queue="nope", extra=1))
     result = runner.invoke(main, ["config", "check", str(config_dir)])
     assert result.exit_code == 1
     assert "routing.yaml: extra:" in result.output
+    flagged = runner.invoke(main, ["config", "check", "--config", str(config_dir)])
+    assert flagged.exit_code == 1 and flagged.output == result.output
     assert "default_queue 'nope' is not a queue" in result.output
 
 
