@@ -327,6 +327,50 @@ def test_speed_to_lead_conversion_and_sla(line: Pipeline):
     assert line.state.get("q:fast-lane")["reps"]["ana.silva"]["open"] == 0  # released
 
 
+def test_a_late_first_contact_is_a_breach_whichever_comes_first(line: Pipeline):
+    """Contacted at 15:08 for an SLA due at 15:05: one breach, whether its timer fires first,
+    or the contact is read first (in the timer's batch, or from a backlog) and stops it."""
+    for email, contact_first in (("timer.first@acme.com", False), ("contact.first@acme.com", True)):
+        line.send("form_fill", form(email, "demo-request"))
+        lead = lead_id(email)
+        due = line.published[-1][2]["sla_due_at"]
+        assert due.endswith("T15:05:00.000Z"), due  # the fast lane's 5 minutes
+        line.now = NOW + 600
+        if not contact_first:
+            line.fire_timers()
+        line.send(
+            "sales_activity",
+            {
+                "event_id": f"c-{email}",
+                "occurred_at": at(480),
+                "lead_id": lead,
+                "type": "contacted",
+                "rep_id": line.published[-1][2]["rep_id"],
+            },
+        )
+        line.fire_timers()  # a stopped timer, or one already fired: nothing more
+        line.now = NOW
+    assert line.facts.counts[("sla_breach", "fast-lane")] == 2
+    assert [o for o in line.facts.observed if o[0] == "speed_to_lead"] == [
+        ("speed_to_lead", "fast-lane", 480.0),
+        ("speed_to_lead", "fast-lane", 480.0),
+    ]
+    # in time, it is none
+    line.send("form_fill", form("on.time@acme.com", "demo-request"))
+    line.now = NOW + 120
+    line.send(
+        "sales_activity",
+        {
+            "event_id": "c-on-time",
+            "occurred_at": at(120),
+            "lead_id": lead_id("on.time@acme.com"),
+            "type": "contacted",
+        },
+    )
+    line.advance(NOW + 900)
+    assert line.facts.counts[("sla_breach", "fast-lane")] == 2
+
+
 def test_rejected_lead_is_recyclable_after_the_period(line: Pipeline):
     email = "again@acme.com"
     line.send("form_fill", form(email, "demo-request"))

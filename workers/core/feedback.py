@@ -59,7 +59,7 @@ class SalesFeedback:
             if kind in FIRST_CONTACT and lead.get("first_contact_at") is None:
                 lead["first_contact_at"] = act.at
                 self.recorder.speed_to_lead(queue, elapsed)
-                sla.stop(lead_id, state)
+                sla.first_contact(self.ctx, lead_id, lead, act.at, state)
             if kind in CONVERSIONS and lead.get("outcome") != kind:
                 lead["outcome"] = kind
                 self.recorder.conversion(

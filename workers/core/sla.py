@@ -1,7 +1,8 @@
 """The SLA of a routed lead: a timer per lead (`s:<lead_id>`, owned with the lead) set when
 a rep is given it (or it waits for one), stopped by the first sales touch; when it fires
 first, the lead's SLA is breached. Detected by the timer, not only when a late touch
-arrives. A breach is counted once per lead; what else happens is the queue's
+arrives; a late first touch read before its timer fired is a breach too. A breach is
+counted once per lead; what else happens is the queue's
 `on_sla_breach`: nothing more (`notify`), another rep of the queue (`reassign`, at most
 `max_reassignments` times, then `escalate_to` if set), or the queue `escalate_to`. A lead
 waiting in its queue's line has nobody to take it from: its breach is counted only."""
@@ -25,6 +26,19 @@ def start(lead_id: str, due: float, state: State, fx: Effects) -> None:
 
 def stop(lead_id: str, state: State) -> None:
     state.delete(sla_key(lead_id))
+
+
+def first_contact(
+    ctx: Context, lead_id: str, lead: dict[str, Any], at: float, state: State
+) -> None:
+    """The first sales touch stops the timer. Made after the SLA, it is a breach even when
+    it is read before its timer fires (in the same batch, or from a backlog after a
+    restart): the metric counts what `leadrouter report` counts, whatever the order."""
+    stop(lead_id, state)
+    due = lead.get("sla_due")
+    if due is not None and at > due and not lead.get("sla_breached"):
+        lead["sla_breached"] = True
+        ctx.recorder.sla_breach(lead["queue"])
 
 
 def reassign(lead: dict[str, Any], queue: str, why: str) -> Reassign:
