@@ -85,6 +85,28 @@ class KafkaSettings(Strict):
     partitions: int = Field(6, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1, le=16)
 
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        """SASL without its mechanism or credentials would pass here and fail at the first
+        connection (librdkafka falls back to GSSAPI, kafka-python drops the credentials)."""
+        if self.security_protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name, value in (
+                    ("sasl_mechanism", self.sasl_mechanism),
+                    ("sasl_username", self.sasl_username),
+                    ("sasl_password", self.sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs "
+                    f"{', '.join(missing)} (sasl_mechanism: PLAIN, SCRAM-SHA-256 or "
+                    "SCRAM-SHA-512)"
+                )
+        return self
+
 
 class MetricsSettings(Strict):
     host: str = "127.0.0.1"
