@@ -76,8 +76,9 @@ def _admin(
 
 
 def _describe(admin: KafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict[str, Any]]:
-    """Existing topics among `specs`: partition count and those of the catalogue's configs
-    that the broker reports (a key it does not report is absent, not None).
+    """Existing topics among `specs`: partition count, replication factor (the fewest replicas
+    of any partition) and those of the catalogue's configs that the broker reports (a key it
+    does not report is absent, not None).
 
     Every config of each topic is asked for, and the catalogue's keys are picked out here:
     Tansu (the embedded broker) cannot decode a DescribeConfigs that names keys, in any
@@ -88,8 +89,12 @@ def _describe(admin: KafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict
     present = [s for s in specs if s.name in existing]
     if not present:
         return {}
-    partitions = {
-        t["name"]: len(t["partitions"]) for t in admin.describe_topics([s.name for s in present])
+    topics = admin.describe_topics([s.name for s in present])
+    partitions = {t["name"]: len(t["partitions"]) for t in topics}
+    # the fewest replicas any partition has: what the topic's durability rests on
+    replication = {
+        t["name"]: min((len(p.get("replica_nodes") or ()) for p in t["partitions"]), default=0)
+        for t in topics
     }
     resources = [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in present]
     described = admin.describe_configs(resources, config_filter="all")
@@ -100,6 +105,7 @@ def _describe(admin: KafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict
     return {
         s.name: {
             "partitions": partitions.get(s.name, 0),
+            "replication": replication.get(s.name, 0),
             "config": {k: v for k, v in configs.get(s.name, {}).items() if k in s.config},
         }
         for s in present
@@ -130,6 +136,11 @@ def drift(config: Config) -> list[str]:
             fixed = not spec.public and have["partitions"] < spec.partitions
             why = FIXED_PARTITIONS if fixed else None
             problems.append(_partitions_differ(spec, have["partitions"], why))
+        if have["replication"] and have["replication"] != spec.replication_factor:
+            problems.append(
+                f"{spec.name}: replication factor {have['replication']}, catalogue says "
+                f"{spec.replication_factor}; {REPLICATION_FIXED}"
+            )
         for key, want in spec.config.items():
             if key not in have["config"]:
                 continue
@@ -180,6 +191,16 @@ def apply(
             return done
         done += _grow(admin, specs, actual)
         done += _set_configs(admin, specs, actual)
+        for s in specs:  # told, not changed (and not counted as a change)
+            have = actual.get(s.name, {}).get("replication")
+            if have and have != s.replication_factor:
+                log.warning(
+                    "%s: replication factor %d, catalogue says %d; %s",
+                    s.name,
+                    have,
+                    s.replication_factor,
+                    REPLICATION_FIXED,
+                )
     finally:
         admin.close()
     return done
@@ -189,6 +210,12 @@ def _partitions_differ(spec: TopicSpec, have: int, why: str | None = None) -> st
     line = f"{spec.name}: {have} partitions, catalogue says {spec.partitions}"
     return f"{line}; {why}" if why else line
 
+
+# Why `topics apply` leaves a replication factor as it is.
+REPLICATION_FIXED = (
+    "`topics apply` does not change it: move the replicas with the broker's partition "
+    "reassignment (kafka-reassign-partitions.sh)"
+)
 
 # Why the state topics keep the partition count they were created with.
 FIXED_PARTITIONS = (

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
@@ -152,3 +153,29 @@ def test_worker_without_broker_says_what_to_set():
     )
     assert result.returncode != 0
     assert "KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+
+
+def test_topics_check_reports_a_replication_factor_that_differs(kafka_broker, tmp_path: Path):
+    """The single-node broker holds one replica of each partition; a catalogue asking for two
+    is drift on every topic, told with how to fix it (`topics apply` cannot)."""
+    prefix = unique("rf") + "."
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+        "LEADROUTER_TOPIC_PREFIX": prefix,
+    }
+    assert run(["topics", "apply"], env).exit_code == 0
+    two = always_open_config(tmp_path / "config")
+    settings = two / "settings.yaml"
+    data = yaml.safe_load(settings.read_text())
+    data["kafka"]["replication_factor"] = 2
+    settings.write_text(yaml.safe_dump(data))
+    check = run(["topics", "check", "--config", str(two)], env)
+    assert check.exit_code == 1
+    lines = [line for line in check.output.splitlines() if "replication factor" in line]
+    assert any(
+        line.startswith(f"{prefix}marketing.form-fills: replication factor 1, catalogue says 2;")
+        for line in lines
+    ), check.output
+    assert all("kafka-reassign-partitions" in line for line in lines)
+    assert len(lines) == 16, check.output  # every topic of the catalogue
+    assert run(["topics", "check"], env).exit_code == 0  # with one asked for, no drift
