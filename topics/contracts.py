@@ -90,8 +90,22 @@ def _enum(event: dict[str, Any], key: str, allowed: frozenset[str]) -> str:
 # RFC 3339 date-time: the offset is required and nothing may stand between it and the time
 # (Python's fromisoformat alone accepts more than that).
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
+
+
+def _rfc3339(raw: str) -> datetime:
+    """What `fromisoformat` leaves to RFC 3339 (tried only when it refuses): a lower-case
+    `t` or `z`, more than six digits of a second, and a leap second (23:59:60, one second
+    after 23:59:59)."""
+    text = raw.upper()
+    head, _, rest = text.partition(".")
+    if rest:  # the fraction: six digits are a microsecond, the rest is below it
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+    if text[17:19] == "60":
+        return datetime.fromisoformat(f"{text[:17]}59{text[19:]}") + timedelta(seconds=1)
+    return datetime.fromisoformat(text)
 
 
 def _time(event: dict[str, Any], now: float) -> float:
@@ -105,7 +119,10 @@ def _time(event: dict[str, Any], now: float) -> float:
     try:
         when = datetime.fromisoformat(raw)
     except ValueError:
-        raise _Reject("invalid_time", "`occurred_at` is not a valid date-time") from None
+        try:
+            when = _rfc3339(raw)
+        except ValueError:
+            raise _Reject("invalid_time", "`occurred_at` is not a valid date-time") from None
     if when < EARLIEST or when.timestamp() > now + FUTURE_SLACK.total_seconds():
         raise _Reject("invalid_time", "`occurred_at` is implausibly far in the past or future")
     return when.timestamp()
