@@ -273,3 +273,21 @@ def parse(kind: str, raw: bytes | None, now: float, max_bytes: int) -> dict[str,
     except _Reject as rejected:
         return rejected.invalid
     return fields
+
+
+ACCOUNT_TEXT = ("domain", "name", "industry", "country", "owner")
+
+
+def account(value: Any) -> dict[str, Any] | Invalid:
+    """A `reference.accounts` value (the Account contract), or why it is none. Other writers
+    than `leadrouter accounts load` (a CRM sync) reach this topic: an account with a
+    wrongly typed field would fail the scoring of every lead of its domain."""
+    if not isinstance(value, dict):
+        return Invalid("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+    try:
+        for key in ACCOUNT_TEXT:
+            _str(value, key)
+        _int(value, "employees")
+    except _Reject as rejected:
+        return rejected.invalid
+    return value

@@ -9,6 +9,7 @@ import logging
 import orjson
 from confluent_kafka import Message
 
+from topics import contracts
 from workers.core.enrich import AccountBook
 from workers.runtime.clients import Clients
 from workers.runtime.reference import ReferenceReader
@@ -31,11 +32,24 @@ class AccountsReader(ReferenceReader):
         key = msg.key()
         if not key:
             return
+        domain = key.decode("utf-8", "replace")
         try:
             value = orjson.loads(msg.value()) if msg.value() is not None else None
         except orjson.JSONDecodeError:
             log.warning("reference.accounts offset %d: not JSON, ignored", msg.offset())
             return
-        if value is not None and not isinstance(value, dict):
-            return
-        self.book.put(key.decode("utf-8", "replace"), value)
+        if value is not None:
+            checked = contracts.account(value)
+            if isinstance(checked, contracts.Invalid):
+                # Every worker reads the whole table, so nothing is dead-lettered here (each
+                # would send its own copy); the account as it was before stays in use.
+                log.warning(
+                    "reference.accounts offset %d (%s): %s (%s), ignored",
+                    msg.offset(),
+                    domain,
+                    checked.detail,
+                    checked.reason,
+                    extra={"offset": msg.offset(), "reason": checked.reason},
+                )
+                return
+        self.book.put(domain, value)
