@@ -27,7 +27,7 @@ from kafka.errors import (
 )
 
 from topics.catalogue import ACCOUNTS, TopicSpec, catalogue
-from workers.connection import kafka_python_config
+from workers.connection import Unreachable, kafka_python_config
 from workers.logs import broker_reachable
 from workers.settings import Config
 
@@ -48,11 +48,23 @@ class Stopped(Exception):
     """Asked to stop while waiting for the broker."""
 
 
+class BrokerUnreachable(KafkaError, Unreachable):
+    """No answer from the broker within the admin deadline."""
+
+    def __str__(self) -> str:  # the message alone (KafkaError puts its class name first)
+        return str(self.args[0])
+
+
+# How long an admin client waits for the broker to answer (it may still be starting).
+ADMIN_DEADLINE = 60.0
+
+
 def _admin(
-    config: Config, deadline: float = 60.0, stop: threading.Event | None = None
+    config: Config, deadline: float | None = None, stop: threading.Event | None = None
 ) -> KafkaAdminClient:
     """An admin client, retried until the broker answers (it may still be starting). Each
     attempt is short, so a worker asked to stop meanwhile stops within seconds."""
+    deadline = ADMIN_DEADLINE if deadline is None else deadline
     end = time.monotonic() + deadline
     while True:
         if stop is not None and stop.is_set():
@@ -66,9 +78,12 @@ def _admin(
             )
             broker_reachable()  # ends an outage kafka-python's logs announced (workers/logs.py)
             return admin
-        except KafkaError:
+        except KafkaError as exc:
             if time.monotonic() > end:
-                raise
+                raise BrokerUnreachable(
+                    f"no answer from the broker at {config.settings.kafka.bootstrap_servers} "
+                    f"within {deadline:.0f} s ({exc})"
+                ) from exc
             if stop is not None:
                 stop.wait(0.5)
             else:

@@ -262,7 +262,19 @@ RATE = Quantity("the rate", "events per second", above=0, example="200")
 
 
 # --------------------------------------------------------------------------- commands
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """A broker that does not answer is said in one line (exit 1), not as a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from workers.connection import Unreachable
+
+        try:
+            return super().invoke(ctx)
+        except Unreachable as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """leadrouter: route qualified marketing leads to sales queues on Kafka."""
 

@@ -18,6 +18,11 @@ class NoBroker(Exception):
     """No bootstrap servers configured where one is needed."""
 
 
+class Unreachable(Exception):
+    """The configured broker did not answer in time: a command says so in one line (the
+    admin client's error is a `BrokerUnreachable`, a Kafka error the worker retries)."""
+
+
 def bootstrap(settings: Settings) -> str:
     servers = settings.kafka.bootstrap_servers
     if not servers:

@@ -331,3 +331,18 @@ def test_an_unreadable_accounts_file_is_refused_before_anything_connects(tmp_pat
     )
     assert result.exit_code == 2
     assert "header must include domain and name" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["topics", "check"], ["topics", "apply"]])
+def test_a_broker_that_does_not_answer_is_said_in_one_line(monkeypatch, command) -> None:
+    """Not a traceback: the address, how long it waited and the client's own words."""
+    from workers import admin
+    from workers.embedded import free_port
+
+    monkeypatch.setattr(admin, "ADMIN_DEADLINE", 1.0)
+    address = f"127.0.0.1:{free_port()}"  # nobody listens there
+    result = CliRunner().invoke(main, command, env={"KAFKA_BOOTSTRAP_SERVERS": address})
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: no answer from the broker at {address} within 1 s ("), last
+    assert "Traceback" not in result.output
