@@ -328,21 +328,30 @@ def config_group() -> None:
     """Validate configuration, publish it as versioned data, and show the routing."""
 
 
+def _judged(directory: str | None, *, strict: bool, after: str = "") -> Config:
+    """The configuration in `directory`, its warnings printed; every problem printed and
+    exit 1 when it has any. `strict` (a configuration to check or publish): a rule on a field
+    no lead has is one too, though a worker runs such a version (published earlier)."""
+    try:
+        config = load_config(directory)
+        if strict and config.never_match:
+            raise ConfigError(list(config.never_match))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{exc.count}{after}", err=True)
+        sys.exit(1)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return config
+
+
 @config_group.command("check")
 @click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False))
 @directory_option
 def config_check(directory: str | None, config_path: str | None) -> None:
     """Validate settings, scoring, routing and reps; print every problem with file and path."""
-    directory = _directory(directory, config_path)
-    try:
-        config = load_config(directory)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(exc.count, err=True)
-        sys.exit(1)
-    for warning in config.warnings:
-        click.echo(f"warning: {warning}", err=True)
+    config = _judged(_directory(directory, config_path), strict=True)
     click.echo(
         f"ok: {config.directory}: {len(config.routing.queues)} queues, "
         f"{len(config.routing.rules)} rules, {len(config.reps.reps)} reps"
@@ -430,16 +439,10 @@ def config_publish(
         )
     # with --version, --config DIR is only where the broker's settings come from
     directory = _directory(directory, config_path)
-    try:
-        config = load_config(directory)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"{exc.count}; nothing published", err=True)
-        sys.exit(1)
+    # what is published is judged as `config check` judges it (with --version, the files
+    # only give the broker's settings)
+    config = _judged(directory, strict=again is None, after="; nothing published")
     configure_logging(config.settings.log_level)
-    for warning in config.warnings:
-        click.echo(f"warning: {warning}", err=True)
     _broker(config)
     import getpass
     import socket
@@ -828,6 +831,8 @@ def _replay_config(ref: str | None, which: str) -> Config:
     directory = ref if ref is not None and Path(ref).is_dir() else None
     try:
         local = load_config(directory)
+        if which == "candidate" and directory is not None and local.never_match:
+            raise ConfigError(list(local.never_match))  # as `config check` refuses it
     except ConfigError as exc:
         shown = directory or "the default configuration"
         click.echo(f"leadrouter replay: the {which} configuration ({shown}) is invalid:", err=True)

@@ -208,6 +208,33 @@ class Scoring(Strict):
 
 
 # --------------------------------------------------------------------------- routing.yaml
+# The flat lead fields a rule may test: what `workers.core.route.facts` gives (a unit test
+# holds the two together). A rule on any other name could never match.
+LEAD_FIELDS = (
+    "trigger",
+    "trigger_form",
+    "region",
+    "country",
+    "seniority",
+    "score",
+    "fit",
+    "engagement",
+    "grade",
+    "free_mail",
+    "email_domain",
+    "company.domain",
+    "company.name",
+    "company.employees",
+    "company.industry",
+    "company.country",
+    "account.owner",
+    "source.channel",
+    "source.platform",
+    "source.utm_source",
+    "source.utm_campaign",
+)
+
+
 class Condition(Strict):
     """One node of a rule: a field test or a combinator. Exactly one operator per node."""
 
@@ -433,6 +460,8 @@ class Config:
     directory: Path
     # Retired keys found and ignored (see RETIRED_SETTINGS); the caller reports them.
     warnings: tuple[ConfigProblem, ...] = ()
+    # rules on a field no lead has (also among the warnings): refused by check and publish
+    never_match: tuple[ConfigProblem, ...] = ()
     # The content hash of the four files (`config_version`) and their texts, as published.
     version: str = ""
     texts: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -1425,6 +1454,35 @@ def config_version(texts: Mapping[str, str]) -> str:
     return digest.hexdigest()[:VERSION_CHARS]
 
 
+def _unknown_fields(file: str, routing: Routing) -> list[ConfigProblem]:
+    """Tests of a field no lead has (a typo): such a rule can never match. Not an error
+    when a configuration is loaded, so a version published before this check still runs;
+    `config check` and `config publish` refuse it (`Config.never_match`)."""
+    out: list[ConfigProblem] = []
+
+    def walk(cond: Condition, path: str) -> None:
+        if cond.field is not None and cond.field not in LEAD_FIELDS:
+            close = difflib.get_close_matches(cond.field, LEAD_FIELDS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            out.append(
+                ConfigProblem(
+                    file,
+                    f"{path}.field",
+                    f"unknown lead field {cond.field!r}{hint}: this rule can never match; the "
+                    f"fields are {', '.join(LEAD_FIELDS)}",
+                )
+            )
+        for name, children in (("all", cond.all), ("any", cond.any)):
+            for j, child in enumerate(children or ()):
+                walk(child, f"{path}.{name}[{j}]")
+        if cond.not_ is not None:
+            walk(cond.not_, f"{path}.not")
+
+    for i, rule in enumerate(routing.rules):
+        walk(rule.when, f"rules[{i}].when")
+    return out
+
+
 def config_from_texts(
     texts: Mapping[str, str | None],
     base: Path,
@@ -1457,6 +1515,8 @@ def config_from_texts(
         problems += _seniority_keywords(str(base / "scoring.yaml"), scoring)
     if problems or any(m is None for m in models.values()):
         raise ConfigError(problems)
+    never_match = _unknown_fields(str(base / "routing.yaml"), models["routing.yaml"])
+    warnings += never_match
     return Config(
         settings=models["settings.yaml"],
         scoring=models["scoring.yaml"],
@@ -1464,6 +1524,7 @@ def config_from_texts(
         reps=models["reps.yaml"],
         directory=base,
         warnings=tuple(warnings),
+        never_match=tuple(never_match),
         version=config_version(texts),  # type: ignore[arg-type]
         texts=dict(texts),  # type: ignore[arg-type]
     )

@@ -202,3 +202,32 @@ def test_sasl_without_its_mechanism_or_credentials_is_refused(config_dir: Path):
     assert "needs sasl_username" in str(err.value.problems[0])
     full = {**sasl, "LEADROUTER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}
     assert load_config(config_dir, env=full).settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
+
+
+def test_the_lead_fields_are_those_routing_gives_its_rules():
+    from workers.core.route import facts
+    from workers.settings import LEAD_FIELDS
+
+    lead = {"score": {"total": 1.0, "fit": 0.0, "engagement": 1.0, "grade": "D"}}
+    assert sorted(facts(lead, {}, None, "mql")) == sorted(LEAD_FIELDS)
+
+
+def test_a_rule_on_a_field_no_lead_has_is_refused_by_check_but_runs(config_dir: Path):
+    """A typo in a field name made a rule that can never match. `config check` (and so
+    `publish`, and replay's candidate) refuses it; loaded as a published version from before
+    this check, it runs as it did, with a warning."""
+
+    def typo(routing):
+        routing["rules"][1]["when"] = {"any": [{"field": "regoin", "eq": "AMER"}]}
+
+    edit(config_dir / "routing.yaml", typo)
+    config = load_config(config_dir, env={})
+    (never,) = config.never_match
+    assert never in config.warnings
+    assert str(never).startswith(
+        f"{config_dir / 'routing.yaml'}: rules[1].when.any[0].field: unknown lead field "
+        "'regoin' (did you mean region?): this rule can never match"
+    )
+    result = CliRunner().invoke(main, ["config", "check", str(config_dir)])
+    assert result.exit_code == 1
+    assert str(never) in result.output and "1 problem" in result.output
