@@ -1381,6 +1381,22 @@ def _drop_retired(file: str, data: dict[str, Any]) -> list[ConfigProblem]:
     return out
 
 
+def _leaves(model: type[BaseModel], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every settings key below `model` that holds a value, with its type."""
+    out: dict[tuple[str, ...], Any] = {}
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out |= _leaves(kind, (*path, name))
+        else:
+            out[(*path, name)] = kind
+    return out
+
+
+SETTING_TYPES = _leaves(Settings)
+# Every key by its path: LEADROUTER_KAFKA_REPLICATION_FACTOR is kafka.replication_factor.
+GENERATED_OVERRIDES = {"LEADROUTER_" + "_".join(p).upper(): p for p in SETTING_TYPES}
+# The shorter names documented first (README), which win over the generated ones.
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
     "LEADROUTER_KAFKA_SECURITY_PROTOCOL": ("kafka", "security_protocol"),
@@ -1407,8 +1423,29 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _env_value(path: tuple[str, ...], text: str) -> Any:
+    """A variable's text as the key's value: a list as `a,b` (or YAML `[a, b]`), a mapping
+    as YAML (`{US: AMER}`); anything else as written, judged by the key's own rules."""
+    kind = SETTING_TYPES.get(path)
+    origin = get_origin(kind)
+    if origin is tuple:
+        if text.lstrip().startswith("["):
+            return _yaml_or_text(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if origin is dict:
+        return _yaml_or_text(text)
+    return text
+
+
+def _yaml_or_text(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # validation says what the key expects, naming the variable
+
+
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    for var, path in ENV_OVERRIDES.items():
+    for var, path in _overrides(env).items():
         if var in env and env[var] != "":
             node = data
             for part in path[:-1]:
@@ -1418,13 +1455,24 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
                 elif not isinstance(child, dict):
                     child = {}  # the file's value is not a section: validation says so
                 node = child
-            node[path[-1]] = env[var]
+            node[path[-1]] = _env_value(path, env[var])
     return data
+
+
+def _overrides(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """The variables set in `env` that override a key, in the order they are applied: the
+    generated names, then the documented ones (so a documented name wins)."""
+    return {
+        var: path
+        for table in (GENERATED_OVERRIDES, ENV_OVERRIDES)
+        for var, path in table.items()
+        if env.get(var, "") != ""
+    }
 
 
 def _env_sources(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
     """Which settings came from the environment: a bad one is named by its variable."""
-    return {path: var for var, path in ENV_OVERRIDES.items() if env.get(var, "") != ""}
+    return {path: var for var, path in _overrides(env).items()}
 
 
 def config_dir(explicit: str | os.PathLike[str] | None = None) -> Path:

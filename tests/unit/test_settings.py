@@ -231,3 +231,33 @@ def test_a_rule_on_a_field_no_lead_has_is_refused_by_check_but_runs(config_dir: 
     result = CliRunner().invoke(main, ["config", "check", str(config_dir)])
     assert result.exit_code == 1
     assert str(never) in result.output and "1 problem" in result.output
+
+
+def test_every_key_has_its_environment_variable(config_dir: Path):
+    """LEADROUTER_ and the key's path: lists as a,b, mappings as YAML; the documented short
+    names (LEADROUTER_TOPIC_PREFIX) still work and win; a bad value names its variable."""
+    env = {
+        "LEADROUTER_KAFKA_REPLICATION_FACTOR": "3",
+        "LEADROUTER_INGEST_MAX_EVENT_BYTES": "1000",
+        "LEADROUTER_KAFKA_TOPIC_PREFIX": "generated.",
+        "LEADROUTER_DEDUPE_WINDOW": "5",
+        "LEADROUTER_KAFKA_STATIC_MEMBERSHIP": "false",
+        "LEADROUTER_COMPETITOR_DOMAINS": "rival.com, other-rival.io",
+        "LEADROUTER_METRICS_SOURCES": "[google, meta]",
+        "LEADROUTER_REGIONS_OVERRIDES": "{MX: AMER, TR: EMEA}",
+        "LEADROUTER_PERSONAL_DATA_EXPIRE_AFTER_DAYS": "90",
+    }
+    s = load_config(config_dir, env=env).settings
+    assert s.kafka.replication_factor == 3 and s.ingest.max_event_bytes == 1000
+    assert s.kafka.topic_prefix == "generated." and s.dedupe_window == 5
+    assert s.kafka.static_membership is False
+    assert s.competitor_domains == ("rival.com", "other-rival.io")
+    assert s.metrics.sources == ("google", "meta")
+    assert s.regions.overrides == {"MX": "AMER", "TR": "EMEA"}
+    assert s.personal_data.expire_after_days == 90
+    documented = {**env, "LEADROUTER_TOPIC_PREFIX": "documented."}
+    assert load_config(config_dir, env=documented).settings.kafka.topic_prefix == "documented."
+    with pytest.raises(ConfigError) as err:
+        load_config(config_dir, env={"LEADROUTER_KAFKA_REPLICATION_FACTOR": "three"})
+    (problem,) = [str(p) for p in err.value.problems]
+    assert "LEADROUTER_KAFKA_REPLICATION_FACTOR" in problem and "three" in problem
