@@ -253,6 +253,7 @@ def test_dedupe_window_edge(line: Pipeline):
     [
         ("a@mailinator.com", [], "disposable"),
         ("b@rivalrouter.com", [], "competitor"),
+        ("b@mail.rivalrouter.com", [], "competitor"),  # a subdomain is the competitor's too
         ("c@acme.com", [("email_event", "unsubscribe")], "unsubscribed"),
         ("d@acme.com", [("email_event", "bounce")], "bounced"),
     ],

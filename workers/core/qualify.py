@@ -35,7 +35,7 @@ def disqualifier(ctx: Context, lead: dict[str, Any]) -> str | None:
     for flag in EMAIL_FLAGS.values():
         if lead["flags"].get(flag):
             return flag
-    if lead.get("domain") in ctx.competitors:
+    if _within(lead.get("domain"), ctx.competitors):
         return COMPETITOR
     if lead.get("disposable"):
         return DISPOSABLE
@@ -43,3 +43,12 @@ def disqualifier(ctx: Context, lead: dict[str, Any]) -> str | None:
     if country in ctx.consent_countries and lead.get("consent") is not True:
         return NO_CONSENT
     return None
+
+
+def _within(domain: str | None, domains: frozenset[str]) -> bool:
+    """`domain` is one of `domains` or below one: a competitor's mail.rival.com is theirs."""
+    while domain:
+        if domain in domains:
+            return True
+        domain = domain.partition(".")[2]
+    return False
