@@ -134,7 +134,9 @@ def checked(published: Published, topic: str) -> Config:
     """The published version validated as `config check` does, or `Refused(INVALID)`
     listing every problem."""
     try:
-        return config_from_texts(published.files, origin(topic, published.version), env={})
+        return config_from_texts(
+            published.files, origin(topic, published.version), env={}, connects=False
+        )
     except ConfigError as exc:
         raise Refused(INVALID, "; ".join(str(p) for p in exc.problems)) from None
 

@@ -85,28 +85,6 @@ class KafkaSettings(Strict):
     partitions: int = Field(6, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1, le=16)
 
-    @model_validator(mode="after")
-    def _sasl_complete(self) -> KafkaSettings:
-        """SASL without its mechanism or credentials would pass here and fail at the first
-        connection (librdkafka falls back to GSSAPI, kafka-python drops the credentials)."""
-        if self.security_protocol.startswith("SASL_"):
-            missing = [
-                name
-                for name, value in (
-                    ("sasl_mechanism", self.sasl_mechanism),
-                    ("sasl_username", self.sasl_username),
-                    ("sasl_password", self.sasl_password),
-                )
-                if not value
-            ]
-            if missing:
-                raise ValueError(
-                    f"security_protocol {self.security_protocol} needs "
-                    f"{', '.join(missing)} (sasl_mechanism: PLAIN, SCRAM-SHA-256 or "
-                    "SCRAM-SHA-512)"
-                )
-        return self
-
 
 class MetricsSettings(Strict):
     host: str = "127.0.0.1"
@@ -1502,6 +1480,24 @@ def config_version(texts: Mapping[str, str]) -> str:
     return digest.hexdigest()[:VERSION_CHARS]
 
 
+def _sasl_incomplete(file: str, kafka: KafkaSettings) -> list[ConfigProblem]:
+    """SASL without its mechanism would pass and fail at the first connection: librdkafka
+    falls back to GSSAPI, which this build has no provider for. (The user name and password
+    usually come from a secret at run time, so their absence is not judged here.) Judged on
+    the settings a process connects with, its file and environment together: a published
+    version's are not (each process keeps its own, `with_process_settings`)."""
+    if not kafka.security_protocol.startswith("SASL_") or kafka.sasl_mechanism:
+        return []
+    return [
+        ConfigProblem(
+            file,
+            "kafka.sasl_mechanism",
+            f"security_protocol {kafka.security_protocol} needs sasl_mechanism: PLAIN, "
+            "SCRAM-SHA-256 or SCRAM-SHA-512 (in the file, or LEADROUTER_KAFKA_SASL_MECHANISM)",
+        )
+    ]
+
+
 def _unknown_fields(file: str, routing: Routing) -> list[ConfigProblem]:
     """Tests of a field no lead has (a typo): such a rule can never match. Not an error
     when a configuration is loaded, so a version published before this check still runs;
@@ -1536,9 +1532,13 @@ def config_from_texts(
     base: Path,
     env: Mapping[str, str],
     problems: list[ConfigProblem] | None = None,
+    *,
+    connects: bool = True,
 ) -> Config:
     """`load_config` on the files' texts (None: missing, already in `problems`); `base`
-    names them in errors."""
+    names them in errors. `connects`: these are the settings this process connects with
+    (False for a published version, whose process settings are replaced by the local
+    ones)."""
     problems = [] if problems is None else problems
     warnings: list[ConfigProblem] = []
     raw = {
@@ -1561,6 +1561,9 @@ def config_from_texts(
     scoring: Scoring | None = models.get("scoring.yaml")
     if scoring is not None:
         problems += _seniority_keywords(str(base / "scoring.yaml"), scoring)
+    settings: Settings | None = models.get("settings.yaml")
+    if connects and settings is not None:
+        problems += _sasl_incomplete(str(base / "settings.yaml"), settings.kafka)
     if problems or any(m is None for m in models.values()):
         raise ConfigError(problems)
     never_match = _unknown_fields(str(base / "routing.yaml"), models["routing.yaml"])

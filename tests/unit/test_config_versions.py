@@ -125,6 +125,20 @@ def test_a_worker_keeps_how_it_runs_and_takes_everything_else_from_the_version(t
     assert run.version == load_config(candidate, env={}).version
 
 
+def test_a_version_whose_credentials_come_from_the_environment_runs() -> None:
+    """SASL_SSL in the published settings.yaml, its mechanism and credentials in each
+    worker's environment (a Secret): the version is judged without that environment, and
+    runs with the worker's own connection settings."""
+    local = load_config(env={})
+    settings = yaml.safe_load(local.texts["settings.yaml"])
+    settings["kafka"]["security_protocol"] = "SASL_SSL"
+    files = dict(local.texts, **{"settings.yaml": yaml.safe_dump(settings)})
+    obj = {"format": 1, "version": config_version(files), "files": files}
+    run = cv.runnable(cv.read_record(orjson.dumps(obj)), local, TOPIC)
+    assert run.version == config_version(files)
+    assert run.settings.kafka == local.settings.kafka
+
+
 # ------------------------------------------------------------------------- naming, diff
 def test_a_version_is_named_by_latest_or_a_unique_prefix(tmp_path) -> None:
     a = published(load_config(copy(tmp_path, "a"), env={}), "a")

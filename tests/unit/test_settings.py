@@ -181,25 +181,17 @@ def test_unknown_keys_beside_a_retired_one_are_still_errors(config_dir: Path):
     ]
 
 
-def test_sasl_without_its_mechanism_or_credentials_is_refused(config_dir: Path):
-    """Accepted, it would fail only at the first connection: librdkafka falls back to GSSAPI
-    and kafka-python leaves the credentials out."""
-    sasl = {
-        "LEADROUTER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-        "LEADROUTER_KAFKA_SASL_USERNAME": "router",
-        "LEADROUTER_KAFKA_SASL_PASSWORD": "s3cret",
-    }
+def test_sasl_without_its_mechanism_is_refused(config_dir: Path):
+    """Accepted, it would fail only at the first connection: librdkafka falls back to
+    GSSAPI. The credentials may come later, from a secret."""
+    sasl = {"LEADROUTER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
     with pytest.raises(ConfigError) as err:
         load_config(config_dir, env=sasl)
     (problem,) = [str(p) for p in err.value.problems]
-    assert "settings.yaml: kafka: security_protocol SASL_SSL needs sasl_mechanism" in problem
-    with pytest.raises(ConfigError) as err:
-        load_config(
-            config_dir,
-            env={**sasl, "LEADROUTER_KAFKA_SASL_USERNAME": ""}
-            | {"LEADROUTER_KAFKA_SASL_MECHANISM": "PLAIN"},
-        )
-    assert "needs sasl_username" in str(err.value.problems[0])
+    assert problem.startswith(
+        f"{config_dir / 'settings.yaml'}: kafka.sasl_mechanism: security_protocol SASL_SSL "
+        "needs sasl_mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
     full = {**sasl, "LEADROUTER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}
     assert load_config(config_dir, env=full).settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
 
