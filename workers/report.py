@@ -473,8 +473,7 @@ def build(
     from workers.erasures import read_erasures
 
     topics = topics_for(config)
-    # an --until still to come is judged now: SLAs running then have not been breached yet
-    judged_at = time.time() if until is None else min(until, time.time())
+    judged_at = until if until is not None else time.time()
     plan = history.plan(config.settings, topics, since, until)
     if plan.empty:
         raise EmptyStretch(
