@@ -443,6 +443,10 @@ def config_publish(
     # only give the broker's settings)
     config = _judged(directory, strict=again is None, after="; nothing published")
     configure_logging(config.settings.log_level)
+    from workers.settings import unpublished_overrides
+
+    for var in unpublished_overrides(os.environ):  # the files are published, as they are
+        click.echo(f"warning: {var} is set: not published (the files are, as written)", err=True)
     _broker(config)
     import getpass
     import socket

@@ -1448,6 +1448,13 @@ def _overrides(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     }
 
 
+def unpublished_overrides(env: Mapping[str, str]) -> list[str]:
+    """Variables set for keys that a published version decides (all but the process's own,
+    PROCESS_SETTINGS): they change how this process reads its local files, and nothing
+    while it runs a published version, nor what `config publish` publishes."""
+    return sorted(var for var, path in _overrides(env).items() if path[0] not in PROCESS_SETTINGS)
+
+
 def _env_sources(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
     """Which settings came from the environment: a bad one is named by its variable."""
     return {path: var for var, path in _overrides(env).items()}

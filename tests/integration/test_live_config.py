@@ -203,10 +203,15 @@ def test_a_restarted_worker_comes_back_on_the_latest_version_and_rollback(lane, 
     leave = variant(lane, "leave", on_leave)
     candidate = load_config(leave, env={}).version
     leadrouter(lane, "config", "publish", leave, "--note", "leave")
-    worker = started()
+    # a variable for a key the published version decides is named, not silently dropped
+    worker = started(extra_env={"LEADROUTER_DEDUPE_WINDOW": "5"})
     assert running(worker) == candidate  # at start: no switch needed
     assert value(scrape(worker.metrics_url), "leadrouter_config_switches_total") == 0
     worker.stop()
+    assert (
+        f"LEADROUTER_DEDUPE_WINDOW set, but configuration {candidate} decides this key"
+        in worker.log_path.read_text()
+    )
     # Invalid files are refused before anything is published.
     broken = variant(lane, "broken", lambda reps, routing: routing["queues"].pop("smb"))
     refused = leadrouter(lane, "config", "publish", broken, check=False)

@@ -253,3 +253,21 @@ def test_every_key_has_its_environment_variable(config_dir: Path):
         load_config(config_dir, env={"LEADROUTER_KAFKA_REPLICATION_FACTOR": "three"})
     (problem,) = [str(p) for p in err.value.problems]
     assert "LEADROUTER_KAFKA_REPLICATION_FACTOR" in problem and "three" in problem
+
+
+def test_variables_of_keys_a_published_version_decides_are_named():
+    """Only the process's own keys (how it connects, stores, logs) stay its own under a
+    published version; a variable for any other key is named, so nobody believes it runs."""
+    from workers.settings import unpublished_overrides
+
+    env = {
+        "LEADROUTER_DEDUPE_WINDOW": "5",
+        "LEADROUTER_EXPIRE_AFTER_DAYS": "90",
+        "LEADROUTER_KAFKA_REPLICATION_FACTOR": "3",
+        "LEADROUTER_DATA_DIR": "/tmp/lr",
+        "LEADROUTER_COMPETITOR_DOMAINS": "",  # empty: not set
+    }
+    assert unpublished_overrides(env) == [
+        "LEADROUTER_DEDUPE_WINDOW",
+        "LEADROUTER_EXPIRE_AFTER_DAYS",
+    ]

@@ -11,6 +11,7 @@ docs/architecture.md for why this is a batch loop and not per-event Faust agents
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -42,7 +43,7 @@ from workers.runtime.partitions import Partitions
 from workers.runtime.selection import Selection
 from workers.runtime.sink import KafkaSink, OutboxSink
 from workers.runtime.timers import Timers
-from workers.settings import Config
+from workers.settings import Config, unpublished_overrides
 
 log = logging.getLogger("leadrouter.worker")
 MAX_BACKOFF = 30.0
@@ -421,6 +422,15 @@ class Worker:
             published.when,
             f": {published.note}" if published.note else "",
         )
+        ignored = unpublished_overrides(os.environ)
+        if ignored:
+            log.warning(
+                "%s set, but configuration %s decides %s: set %s in the files you publish",
+                ", ".join(ignored),
+                config.version,
+                "these keys" if len(ignored) > 1 else "this key",
+                "them" if len(ignored) > 1 else "it",
+            )
 
     def _show_lines(self) -> None:
         """The waiting lines of the queue desks this worker owns, for the metrics."""
