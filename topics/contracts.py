@@ -94,10 +94,11 @@ _RFC3339 = re.compile(
 )
 
 
-def _rfc3339(raw: str) -> datetime:
+def rfc3339_rest(raw: str) -> datetime:
     """What `fromisoformat` leaves to RFC 3339 (tried only when it refuses): a lower-case
     `t` or `z`, more than six digits of a second, and a leap second (23:59:60, one second
-    after 23:59:59)."""
+    after 23:59:59). Also how report, explain and replay read the times of the records they
+    find, so they read every time the worker took. ValueError when it is none."""
     text = raw.upper()
     head, _, rest = text.partition(".")
     if rest:  # the fraction: six digits are a microsecond, the rest is below it
@@ -120,7 +121,7 @@ def _time(event: dict[str, Any], now: float) -> float:
         when = datetime.fromisoformat(raw)
     except ValueError:
         try:
-            when = _rfc3339(raw)
+            when = rfc3339_rest(raw)
         except ValueError:
             raise _Reject("invalid_time", "`occurred_at` is not a valid date-time") from None
     if when < EARLIEST or when.timestamp() > now + FUTURE_SLACK.total_seconds():

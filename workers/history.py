@@ -68,7 +68,12 @@ def record_time(text: Any) -> float | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        return None
+        from topics.contracts import rfc3339_rest  # what the worker also took (rare)
+
+        try:
+            moment = rfc3339_rest(text)
+        except ValueError:
+            return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
