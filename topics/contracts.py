@@ -279,16 +279,37 @@ def parse(kind: str, raw: bytes | None, now: float, max_bytes: int) -> dict[str,
 ACCOUNT_TEXT = ("domain", "name", "industry", "country", "owner")
 
 
-def account(value: Any) -> dict[str, Any] | Invalid:
-    """A `reference.accounts` value (the Account contract), or why it is none. Other writers
-    than `leadrouter accounts load` (a CRM sync) reach this topic: an account with a
-    wrongly typed field would fail the scoring of every lead of its domain."""
-    if not isinstance(value, dict):
-        return Invalid("not_an_object", f"expected a JSON object, got {type(value).__name__}")
-    try:
-        for key in ACCOUNT_TEXT:
-            _str(value, key)
-        _int(value, "employees")
-    except _Reject as rejected:
-        return rejected.invalid
-    return value
+def account(value: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A `reference.accounts` value typed as the Account contract says, and what was wrong
+    with it. Other writers than `leadrouter accounts load` (a CRM sync) reach this topic;
+    a wrongly typed field failed the scoring of every lead of its domain. Such a field is
+    dropped and said, the rest of the account kept (its owner still routes); a whole
+    number written as 500.0 or "500" is taken as the number it is."""
+    out, wrong = dict(value), []
+    for key in ACCOUNT_TEXT:
+        text = out.get(key)
+        if text is not None and not isinstance(text, str):
+            wrong.append(f"`{key}` must be text, not {type(text).__name__}: left out")
+            del out[key]
+    employees = out.get("employees")
+    if employees is not None:
+        number = _whole(employees)
+        if number is None:
+            wrong.append(f"`employees` must be a whole number, not {employees!r:.40}: left out")
+            del out["employees"]
+        else:
+            out["employees"] = number
+    return out, wrong
+
+
+def _whole(value: Any) -> int | None:
+    """A count of people: an int, or a float or digits that are one; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None

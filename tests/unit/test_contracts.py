@@ -140,3 +140,16 @@ def test_fast_email_path_agrees_with_email_validator(address):
     """The regex shortcut may only accept what the library accepts, unchanged."""
     if _plain(address):
         assert validate_email(address, check_deliverability=False).normalized == address
+
+
+def test_an_account_keeps_what_is_typed_right_and_says_what_is_not():
+    from topics.contracts import account
+
+    value = {"domain": "a.io", "name": 7, "employees": "1200 ", "owner": "ana.silva", "x": 1}
+    taken, wrong = account(value)
+    assert taken == {"domain": "a.io", "employees": 1200, "owner": "ana.silva", "x": 1}
+    assert wrong == ["`name` must be text, not int: left out"]
+    for bad in (True, -5, 2.5, "lots"):
+        taken, wrong = account({"employees": bad})
+        assert "employees" not in taken and len(wrong) == 1, bad
+    assert account({"employees": 40.0}) == ({"employees": 40}, [])

@@ -536,8 +536,8 @@ def accounts_topic() -> dict[int, Log]:
                 (b"list.io", b"[1, 2]"),
                 (b"Initrode.COM", account("Initrode")),
                 (b"globex.com", None),  # account removed
-                # a CRM sync's employees as text: ignored, the account before it stays
-                (b"initrode.com", account("Initrode Inc", employees="500")),
+                # a CRM sync's employees as words: that field is left out, the rest taken
+                (b"initrode.com", account("Initrode Inc", employees="many")),
             ]
         ),
     }
@@ -552,10 +552,12 @@ def test_accounts_are_read_whole_before_anything_else(logs, caplog):
     assert sorted(book.by_domain) == ["acme.io", "initech.com", "initrode.com"]
     assert book.by_domain["acme.io"]["owner"] == "ana.silva"
     assert book.match(None, "Initrode")[1] == "company_name"
-    assert book.by_domain["initrode.com"]["employees"] == 250
-    assert "reference.accounts offset 5 (initrode.com): `employees` must be an integer" in (
-        caplog.text
-    )
+    initrode = book.by_domain["initrode.com"]
+    assert initrode["name"] == "Initrode Inc" and "employees" not in initrode
+    assert (
+        "reference.accounts offset 5 (initrode.com): `employees` must be a whole number, not "
+        "'many': left out"
+    ) in caplog.text
     (consumer,) = Reader.made
     assert consumer.conf["group.id"] == "leadrouter-accounts-host-a1"
     assert consumer.conf["isolation.level"] == "read_committed"
