@@ -467,12 +467,15 @@ def run_simulation(
     leads. Returns counts: marketing records sent, sales activities sent, routed leads seen."""
     from confluent_kafka import Producer
 
-    from workers.admin import ensure_topics
+    from workers.admin import Stopped, ensure_topics
     from workers.connection import librdkafka_config
     from workers.logs import kafka_logger
     from workers.sales_team import SalesTeamApp
 
-    ensure_topics(config)
+    try:
+        ensure_topics(config, stop=stop)  # a broker still starting is waited for, stoppably
+    except Stopped:
+        return {"marketing": 0, "sales": 0, "routed_seen": 0}
     producer = Producer(
         {
             **librdkafka_config(config.settings),

@@ -346,3 +346,21 @@ def test_a_broker_that_does_not_answer_is_said_in_one_line(monkeypatch, command)
     last = result.output.strip().splitlines()[-1]
     assert last.startswith(f"Error: no answer from the broker at {address} within 1 s ("), last
     assert "Traceback" not in result.output
+
+
+def test_simulate_told_to_stop_while_the_broker_is_away_stops(monkeypatch) -> None:
+    """Ctrl-C while it waits for a broker that does not answer: it ends there, with nothing
+    sent (without the stop it would wait out the admin deadline and fail)."""
+    import threading
+
+    from workers import admin
+    from workers.embedded import free_port
+    from workers.settings import load_config
+    from workers.simulate import run_simulation
+
+    monkeypatch.setattr(admin, "ADMIN_DEADLINE", 2.0)
+    config = load_config(env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+    stop = threading.Event()
+    stop.set()
+    counts = run_simulation(config, rate=10, duration=60, stop=stop)
+    assert counts == {"marketing": 0, "sales": 0, "routed_seen": 0}
