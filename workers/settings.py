@@ -438,7 +438,7 @@ class Config:
     directory: Path
     # Retired keys found and ignored (see RETIRED_SETTINGS); the caller reports them.
     warnings: tuple[ConfigProblem, ...] = ()
-    # rules on a field no lead has (also among the warnings): refused by check and publish
+    # tests of a field no lead has (also among the warnings): refused by check and publish
     never_match: tuple[ConfigProblem, ...] = ()
     # The content hash of the four files (`config_version`) and their texts, as published.
     version: str = ""
@@ -1506,8 +1506,9 @@ def _sasl_incomplete(file: str, kafka: KafkaSettings) -> list[ConfigProblem]:
 
 
 def _unknown_fields(file: str, routing: Routing) -> list[ConfigProblem]:
-    """Tests of a field no lead has (a typo): such a rule can never match. Not an error
-    when a configuration is loaded, so a version published before this check still runs;
+    """Tests of a field no lead has (a typo): it reads as missing for every lead, so the
+    test answers alike for all (`eq` never holds, `not_in` always). Not an error when a
+    configuration is loaded, so a version published before this check still runs;
     `config check` and `config publish` refuse it (`Config.never_match`)."""
     out: list[ConfigProblem] = []
 
@@ -1519,8 +1520,8 @@ def _unknown_fields(file: str, routing: Routing) -> list[ConfigProblem]:
                 ConfigProblem(
                     file,
                     f"{path}.field",
-                    f"unknown lead field {cond.field!r}{hint}: this rule can never match; the "
-                    f"fields are {', '.join(LEAD_FIELDS)}",
+                    f"unknown lead field {cond.field!r}{hint}: no lead has it, so this test "
+                    f"answers alike for every lead; the fields are {', '.join(LEAD_FIELDS)}",
                 )
             )
         for name, children in (("all", cond.all), ("any", cond.any)):

@@ -205,7 +205,7 @@ def test_the_lead_fields_are_those_routing_gives_its_rules():
 
 
 def test_a_rule_on_a_field_no_lead_has_is_refused_by_check_but_runs(config_dir: Path):
-    """A typo in a field name made a rule that can never match. `config check` (and so
+    """A typo in a field name made a test that answers alike for every lead. `config check` (and so
     `publish`, and replay's candidate) refuses it; loaded as a published version from before
     this check, it runs as it did, with a warning."""
 
@@ -218,7 +218,8 @@ def test_a_rule_on_a_field_no_lead_has_is_refused_by_check_but_runs(config_dir: 
     assert never in config.warnings
     assert str(never).startswith(
         f"{config_dir / 'routing.yaml'}: rules[1].when.any[0].field: unknown lead field "
-        "'regoin' (did you mean region?): this rule can never match"
+        "'regoin' (did you mean region?): no lead has it, so this test answers alike for every "
+        "lead"
     )
     result = CliRunner().invoke(main, ["config", "check", str(config_dir)])
     assert result.exit_code == 1
