@@ -33,7 +33,7 @@ def first_contact(
 ) -> None:
     """The first sales touch stops the timer. Made after the SLA, it is a breach even when
     it is read before its timer fires (in the same batch, or from a backlog after a
-    restart): the metric counts what `leadrouter report` counts, whatever the order."""
+    restart), as `leadrouter report` counts it, whatever the order of the two."""
     stop(lead_id, state)
     due = lead.get("sla_due")
     if due is not None and at > due and not lead.get("sla_breached"):
