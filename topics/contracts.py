@@ -96,16 +96,15 @@ _RFC3339 = re.compile(
 
 def rfc3339_rest(raw: str) -> datetime:
     """What `fromisoformat` leaves to RFC 3339 (tried only when it refuses): a lower-case
-    `t` or `z`, more than six digits of a second, and a leap second (23:59:60, one second
-    after 23:59:59). Also how report, explain and replay read the times of the records they
-    find, so they read every time the worker took. ValueError when it is none."""
+    `t` or `z`, and more than six digits of a second. (A leap second's :60 stays refused:
+    none has been inserted since 2016, and clocks smear them.) Also how report, explain and
+    replay read the times of the records they find, so they read every time the worker
+    took. ValueError when it is none."""
     text = raw.upper()
     head, _, rest = text.partition(".")
     if rest:  # the fraction: six digits are a microsecond, the rest is below it
         digits = len(rest) - len(rest.lstrip("0123456789"))
         text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
-    if text[17:19] == "60":
-        return datetime.fromisoformat(f"{text[:17]}59{text[19:]}") + timedelta(seconds=1)
     return datetime.fromisoformat(text)
 
 
