@@ -437,15 +437,14 @@ def config_publish(
         raise click.UsageError(
             "give DIRECTORY to publish, or --version V to publish again; not both"
         )
-    # with --version, --config DIR is only where the broker's settings come from
+    # What is published is judged as `config check` judges it. With --version, DIRECTORY or
+    # --config only gives the broker's settings.
     directory = _directory(directory, config_path)
-    # what is published is judged as `config check` judges it (with --version, the files
-    # only give the broker's settings)
     config = _judged(directory, strict=again is None, after="; nothing published")
     configure_logging(config.settings.log_level)
     from workers.settings import unpublished_overrides
 
-    for var in unpublished_overrides(os.environ):  # the files are published, as they are
+    for var in unpublished_overrides(os.environ) if again is None else ():
         click.echo(f"warning: {var} is set: not published (the files are, as written)", err=True)
     _broker(config)
     import getpass
