@@ -13,9 +13,10 @@ import time
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from tests.integration.test_pipeline import ROUTED, form
+from tests.support.faults import watermarks
 from tests.support.metrics import scrape, value
 from tests.support.worker import LEADROUTER, wait_until
 from topics import catalogue as cat
@@ -225,20 +226,11 @@ def test_simulate_stopped_by_sigterm_flushes_and_leaves_nothing_behind(lane, tmp
     assert set(counts) == {"marketing", "sales", "routed_seen"}, out
     inputs = [lane.prefix + t for t in (cat.FORM_FILLS, cat.EMAIL_EVENTS, cat.AD_CLICKS)]
     assert int(counts["marketing"]) > 0
-    assert records_on(lane.bootstrap, inputs) == int(counts["marketing"]), "not all flushed"
-    assert not list(scratch.iterdir()), "the sales team's data directory was left behind"
-
-
-def records_on(bootstrap: str, topics: list[str]) -> int:
-    """How many records the topics hold (each was written once: nothing is deleted yet)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "count", "log_level": 3})
+    # a fresh prefix, nothing deleted yet: the high watermarks count every record written
+    reader = Consumer({"bootstrap.servers": lane.bootstrap, "group.id": "count", "log_level": 3})
     try:
-        total = 0
-        for topic in topics:
-            meta = consumer.list_topics(topic, timeout=30).topics[topic]
-            for p in meta.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                total += high - low
-        return total
+        on_topics = sum(watermarks(reader, inputs).values())
     finally:
-        consumer.close()
+        reader.close()
+    assert on_topics == int(counts["marketing"]), "not all flushed"
+    assert not list(scratch.iterdir()), "the sales team's data directory was left behind"

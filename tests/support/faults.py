@@ -653,7 +653,7 @@ def _partitions(consumer: Consumer, topics: Iterable[str]) -> list[TopicPartitio
     return [TopicPartition(topic, p) for topic in topics for p in meta[topic].partitions]
 
 
-def _watermarks(consumer: Consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+def watermarks(consumer: Consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """Each partition's high watermark as `consumer` sees it (the inputs: no transactions)."""
     return {
         (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=30)[1]
@@ -715,7 +715,7 @@ def wait_settled(bootstrap: str, prefix: str, group: str, timeout: float = 120) 
         stable_since = time.monotonic()
         while True:
             try:
-                ends = _watermarks(consumer, inputs)
+                ends = watermarks(consumer, inputs)
                 tps = [TopicPartition(t, p) for t, p in ends]
                 committed = {
                     (tp.topic, tp.partition): tp.offset
