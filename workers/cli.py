@@ -330,12 +330,10 @@ def config_group() -> None:
 
 def _judged(directory: str | None, *, strict: bool, after: str = "") -> Config:
     """The configuration in `directory`, its warnings printed; every problem printed and
-    exit 1 when it has any. `strict` (a configuration to check or publish): a rule on a field
-    no lead has is one too, though a worker runs such a version (published earlier)."""
+    exit 1 when it has any (`strict`: as `load_config` takes it, for files to check or
+    publish)."""
     try:
-        config = load_config(directory)
-        if strict and config.never_match:
-            raise ConfigError(list(config.never_match))
+        config = load_config(directory, strict=strict)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
@@ -833,9 +831,8 @@ def _replay_config(ref: str | None, which: str) -> Config:
 
     directory = ref if ref is not None and Path(ref).is_dir() else None
     try:
-        local = load_config(directory)
-        if which == "candidate" and directory is not None and local.never_match:
-            raise ConfigError(list(local.never_match))  # as `config check` refuses it
+        # a candidate directory is judged as `config check` judges it
+        local = load_config(directory, strict=which == "candidate" and directory is not None)
     except ConfigError as exc:
         shown = directory or "the default configuration"
         click.echo(f"leadrouter replay: the {which} configuration ({shown}) is invalid:", err=True)

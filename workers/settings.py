@@ -1423,17 +1423,16 @@ def _yaml_or_text(text: str) -> Any:
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    for var, path in _overrides(env).items():
-        if var in env and env[var] != "":
-            node = data
-            for part in path[:-1]:
-                child = node.get(part)
-                if child is None:  # absent, or an empty section in the file
-                    child = node[part] = {}
-                elif not isinstance(child, dict):
-                    child = {}  # the file's value is not a section: validation says so
-                node = child
-            node[path[-1]] = _env_value(path, env[var])
+    for var, path in _overrides(env).items():  # only those set
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:  # absent, or an empty section in the file
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                child = {}  # the file's value is not a section: validation says so
+            node = child
+        node[path[-1]] = _env_value(path, env[var])
     return data
 
 
@@ -1468,14 +1467,22 @@ def config_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_config(
-    directory: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    directory: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    strict: bool = False,
 ) -> Config:
     """Load and cross-check every file; raise ConfigError listing every problem found.
-    Retired keys are not problems: they are ignored and listed in `Config.warnings`."""
+    Retired keys are not problems: they are ignored and listed in `Config.warnings`.
+    `strict` (files to check, publish or try as a candidate): a test of a field no lead
+    has is a problem too (`Config.never_match`)."""
     base = config_dir(directory)
     problems: list[ConfigProblem] = []
     texts = {name: _read_text(base / name, problems) for name in CONFIG_FILES}
-    return config_from_texts(texts, base, os.environ if env is None else env, problems)
+    config = config_from_texts(texts, base, os.environ if env is None else env, problems)
+    if strict and config.never_match:
+        raise ConfigError(list(config.never_match))
+    return config
 
 
 def config_version(texts: Mapping[str, str]) -> str:
