@@ -151,11 +151,9 @@ def drift(config: Config) -> list[str]:
             fixed = not spec.public and have["partitions"] < spec.partitions
             why = FIXED_PARTITIONS if fixed else None
             problems.append(_partitions_differ(spec, have["partitions"], why))
-        if have["replication"] and have["replication"] != spec.replication_factor:
-            problems.append(
-                f"{spec.name}: replication factor {have['replication']}, catalogue says "
-                f"{spec.replication_factor}; {REPLICATION_FIXED}"
-            )
+        replication = _replication_differs(spec, have)
+        if replication:
+            problems.append(replication)
         for key, want in spec.config.items():
             if key not in have["config"]:
                 continue
@@ -207,15 +205,9 @@ def apply(
         done += _grow(admin, specs, actual)
         done += _set_configs(admin, specs, actual)
         for s in specs:  # told, not changed (and not counted as a change)
-            have = actual.get(s.name, {}).get("replication")
-            if have and have != s.replication_factor:
-                log.warning(
-                    "%s: replication factor %d, catalogue says %d; %s",
-                    s.name,
-                    have,
-                    s.replication_factor,
-                    REPLICATION_FIXED,
-                )
+            replication = _replication_differs(s, actual.get(s.name, {}))
+            if replication:
+                log.warning("%s", replication)
     finally:
         admin.close()
     return done
@@ -224,6 +216,17 @@ def apply(
 def _partitions_differ(spec: TopicSpec, have: int, why: str | None = None) -> str:
     line = f"{spec.name}: {have} partitions, catalogue says {spec.partitions}"
     return f"{line}; {why}" if why else line
+
+
+def _replication_differs(spec: TopicSpec, have: dict[str, Any]) -> str | None:
+    """The line for a replication factor the broker reports other than the catalogue's."""
+    replicas = have.get("replication")
+    if not replicas or replicas == spec.replication_factor:
+        return None
+    return (
+        f"{spec.name}: replication factor {replicas}, catalogue says "
+        f"{spec.replication_factor}; {REPLICATION_FIXED}"
+    )
 
 
 # Why `topics apply` leaves a replication factor as it is.
